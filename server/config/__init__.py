@@ -1,0 +1,1 @@
+"""Configs: bots.cfg, pools.cfg and settings.cfg, validated as a set and reloaded live."""

@@ -1,0 +1,239 @@
+"""The domain records: tasks, their results, bots, bot events and queues.
+
+Frozen dataclasses; a change is a `dataclasses.replace`. The service layer
+computes new records from old ones; the Store persists them. The client API
+converts them to and from its protobuf messages; nothing else sees protobuf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Generic, TypeVar
+
+# A bot's dimensions: key -> values (a bot may have several values per key).
+BotDimensions = dict[str, list[str]]
+# Requested dimensions: sorted (key, value) pairs; a value may list "a|b" alternatives.
+DimensionPairs = list[tuple[str, str]]
+
+
+class TaskState(enum.IntEnum):
+    """Task states, valued as in Swarming (PROTOCOL.md 4.3)."""
+
+    RUNNING = 0x10
+    PENDING = 0x20
+    EXPIRED = 0x30
+    TIMED_OUT = 0x40
+    BOT_DIED = 0x50
+    CANCELED = 0x60
+    COMPLETED = 0x70
+    KILLED = 0x80
+    NO_RESOURCE = 0x100
+    CLIENT_ERROR = 0x200
+
+    @property
+    def is_active(self) -> bool:
+        """PENDING and RUNNING are active; every other state is final."""
+        return self in (TaskState.PENDING, TaskState.RUNNING)
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheEntry:
+    name: str
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskProperties:
+    """What to run and where: one slice's properties (PROTOCOL.md 4.1)."""
+
+    command: list[str]
+    dimensions: DimensionPairs
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    env_prefixes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    relative_cwd: str = ""
+    execution_timeout_secs: int = 3600
+    io_timeout_secs: int = 1200
+    grace_period_secs: int = 30
+    idempotent: bool = False
+    caches: list[CacheEntry] = dataclasses.field(default_factory=list)
+    outputs: list[str] = dataclasses.field(default_factory=list)
+    secret_bytes: bytes = b""
+
+    @property
+    def pool(self) -> str:
+        """The value of the required `pool` dimension."""
+        return next((v for k, v in self.dimensions if k == "pool"), "")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSlice:
+    properties: TaskProperties
+    expiration_secs: int
+    wait_for_capacity: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRequest:
+    """A task as submitted; immutable once stored."""
+
+    task_id: str
+    created_ts: float
+    name: str
+    priority: int
+    slices: list[TaskSlice]
+    tags: list[str] = dataclasses.field(default_factory=list)
+    user: str = ""
+    service_account: str = "none"
+    parent_task_id: str = ""
+    bot_ping_tolerance_secs: int = 1200
+    request_uuid: str = ""
+    max_retries: int = 0
+    authenticated_as: str = ""
+
+    def slice_expiration_ts(self, index: int) -> float:
+        """When slice `index` expires: cumulative from the request's creation."""
+        return self.created_ts + sum(s.expiration_secs for s in self.slices[: index + 1])
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskResult:
+    """The user-visible state of a task and of its current run (try).
+
+    `version` is the compare-and-set counter: the Store refuses a write whose
+    version is not the stored one and bumps it on every accepted write.
+    While the task is PENDING and not paused, `queue_key`, `priority`,
+    `created_ts` and `expiration_ts` place it in its queue.
+    """
+
+    task_id: str
+    state: TaskState
+    created_ts: float
+    modified_ts: float
+    priority: int
+    name: str = ""
+    user: str = ""
+    tags: list[str] = dataclasses.field(default_factory=list)
+    version: int = 0
+    current_slice: int = 0
+    queue_key: str = ""
+    expiration_ts: float = 0.0
+    try_number: int = 0
+    bot_id: str = ""
+    bot_dimensions: BotDimensions = dataclasses.field(default_factory=dict)
+    bot_version: str = ""
+    started_ts: float | None = None
+    completed_ts: float | None = None
+    abandoned_ts: float | None = None
+    # A "run" answer reserves the task; `claim` or the first task_update confirms it.
+    reserved_until: float | None = None
+    claim_id: str = ""
+    dead_after_ts: float | None = None
+    duration: float | None = None
+    exit_code: int | None = None
+    failure: bool = False
+    internal_failure: bool = False
+    hard_timeout: bool = False
+    io_timeout: bool = False
+    cost_usd: float = 0.0
+    deduped_from: str = ""
+    killing: bool = False
+    paused: bool = False
+    error: str = ""
+
+    @property
+    def run_id(self) -> str:
+        """The ID of the current run: the task ID with the try number as last digit."""
+        return run_id_of(self.task_id, self.try_number or 1)
+
+    @property
+    def is_dispatchable(self) -> bool:
+        """True when the task waits in a queue for a bot."""
+        return self.state is TaskState.PENDING and not self.paused and bool(self.queue_key)
+
+
+def run_id_of(task_id: str, try_number: int) -> str:
+    """Builds a run ID (PROTOCOL.md 4.2): the last hex digit is the try number."""
+    return f"{task_id[:-1]}{try_number:x}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bot:
+    """What the server knows of a bot (Swarming's BotInfo)."""
+
+    bot_id: str
+    group: str = ""
+    dimensions: BotDimensions = dataclasses.field(default_factory=dict)
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    version: str = ""
+    session_id: str = ""
+    first_seen_ts: float = 0.0
+    last_seen_ts: float = 0.0
+    external_ip: str = ""
+    authenticated_as: str = ""
+    # Why the bot takes no tasks; empty when it does.
+    quarantined: str = ""
+    maintenance: str = ""
+    # The run the bot works on, empty when idle.
+    task_id: str = ""
+    task_name: str = ""
+    termination_task_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class BotEvent:
+    bot_id: str
+    ts: float
+    event_type: str
+    message: str = ""
+    dimensions: BotDimensions = dataclasses.field(default_factory=dict)
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    version: str = ""
+    task_id: str = ""
+    quarantined: str = ""
+    maintenance: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Queue:
+    """A set of requested dimensions; pending slices wait in the queue of theirs."""
+
+    key: str
+    dimensions: DimensionPairs
+    created_ts: float
+
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing; `cursor` is empty on the last page."""
+
+    items: list[T]
+    cursor: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class BotQuery:
+    # "key:value" pairs the bot must have.
+    dimensions: DimensionPairs = dataclasses.field(default_factory=list)
+    quarantined: bool | None = None
+    is_busy: bool | None = None
+    # With is_dead set, a bot is dead when last seen before this time.
+    dead_before: float = 0.0
+    is_dead: bool | None = None
+    limit: int = 100
+    cursor: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskQuery:
+    states: frozenset[TaskState] = frozenset()
+    # Every tag listed must be on the task.
+    tags: list[str] = dataclasses.field(default_factory=list)
+    bot_id: str = ""
+    created_after: float | None = None
+    created_before: float | None = None
+    limit: int = 100
+    cursor: str = ""

@@ -1,0 +1,161 @@
+"""The Store protocol: the domain operations the server persists through.
+
+Not CRUD: each method is one domain operation with its own atomicity
+contract, so every backend can do it natively (a `BEGIN IMMEDIATE`
+transaction in SQLite, a transaction in Datastore). The contract below is
+enforced by one test suite (tests/store/test_contract.py) run against every
+backend. State that must survive a restart lives only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from server.errors import Conflict
+from server.model import (
+    Bot,
+    BotEvent,
+    BotQuery,
+    Page,
+    Queue,
+    TaskQuery,
+    TaskRequest,
+    TaskResult,
+)
+
+# Output is stored in chunks of this size; a write at any offset touches at
+# most two chunks more than its length needs.
+OUTPUT_CHUNK_SIZE = 100 * 1024
+# Output past this size is dropped (Swarming keeps ~100 MiB too).
+MAX_OUTPUT_SIZE = 1024 * OUTPUT_CHUNK_SIZE
+
+
+class StaleWrite(Conflict):
+    """The record changed since it was read."""
+
+
+class Store(Protocol):
+    """Persistent state of a Drover server."""
+
+    async def close(self) -> None:
+        """Releases the backend's resources."""
+        ...
+
+    # Bots.
+
+    async def get_bot(self, bot_id: str) -> Bot | None:
+        """Returns the bot, or None if it was never seen."""
+        ...
+
+    async def put_bot(self, bot: Bot) -> None:
+        """Creates or replaces the bot record (last writer wins)."""
+        ...
+
+    async def list_bots(self, query: BotQuery) -> Page[Bot]:
+        """Lists bots by ID, filtered as `query` says, paged by `query.cursor`."""
+        ...
+
+    async def add_bot_event(self, event: BotEvent) -> None:
+        """Appends an event to the bot's history."""
+        ...
+
+    async def list_bot_events(self, bot_id: str, limit: int, cursor: str = "") -> Page[BotEvent]:
+        """Lists a bot's events, newest first."""
+        ...
+
+    # Poll replay (PROTOCOL.md 0.2.1 T2): a retried poll gets the same answer.
+
+    async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
+        """Returns the answer stored for this poll, or None."""
+        ...
+
+    async def put_poll_reply(
+        self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
+    ) -> None:
+        """Stores a poll's answer until `expires_ts`; older ones may be dropped any time."""
+        ...
+
+    # Queues.
+
+    async def ensure_queue(self, queue: Queue) -> bool:
+        """Records a queue; returns True if it was not known before."""
+        ...
+
+    async def list_queues(self) -> list[Queue]:
+        """Returns every known queue."""
+        ...
+
+    # Tasks.
+
+    async def create_task(self, request: TaskRequest, result: TaskResult) -> tuple[TaskResult, bool]:
+        """Stores a new task atomically: request, result and its place in its queue.
+
+        If `request.request_uuid` is set and a task with the same uuid exists,
+        stores nothing and returns (existing result, False); else (result, True).
+        """
+        ...
+
+    async def get_request(self, task_id: str) -> TaskRequest | None:
+        """Returns the request of a task by summary ID."""
+        ...
+
+    async def get_result(self, task_id: str) -> TaskResult | None:
+        """Returns the result of a task by summary ID."""
+        ...
+
+    async def update_result(self, result: TaskResult) -> TaskResult:
+        """Compare-and-set: writes `result` if the stored version is `result.version`.
+
+        Returns the stored record (version bumped). Raises StaleWrite when the
+        stored version differs. The task's place in its queue follows the new
+        record: it is queued iff `result.is_dispatchable`.
+        """
+        ...
+
+    async def claim_next(
+        self,
+        queue_keys: Sequence[str],
+        now: float,
+        assign: Callable[[TaskResult], TaskResult | None],
+    ) -> TaskResult | None:
+        """Atomically hands the best dispatchable task of the given queues to a bot.
+
+        Candidates are the queued tasks of `queue_keys` whose `expiration_ts`
+        is after `now`, best first: lowest priority number, then oldest
+        `created_ts`, then task ID. For each, `assign` gets the stored record
+        and returns the record to store (or None to skip it); the first one
+        returned is written as by `update_result` and returned. Two concurrent
+        calls never get the same task.
+        """
+        ...
+
+    async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
+        """Lists tasks newest first, filtered as `query` says."""
+        ...
+
+    async def list_due(self, now: float, limit: int) -> list[TaskResult]:
+        """Returns active tasks with a deadline at or before `now`.
+
+        A deadline is the expiration of a pending task's current slice, the
+        `dead_after_ts` of a running task, or an unconfirmed reservation's
+        `reserved_until`.
+        """
+        ...
+
+    # Output, addressed by run ID and byte offset.
+
+    async def write_output(self, run_id: str, offset: int, data: bytes) -> None:
+        """Writes `data` at `offset`; writing the same bytes again changes nothing.
+
+        Bytes past MAX_OUTPUT_SIZE are dropped.
+        """
+        ...
+
+    async def read_output(self, run_id: str, offset: int = 0, length: int = -1) -> bytes:
+        """Reads output; holes read as zero bytes; length -1 reads to the end."""
+        ...
+
+    async def output_size(self, run_id: str) -> int:
+        """Returns the output's size: the end of the furthest write."""
+        ...
