@@ -97,6 +97,7 @@ class TaskProperties(_message.Message):
     execution_timeout_secs: _builtins.int
     io_timeout_secs: _builtins.int
     grace_period_secs: _builtins.int
+    """Seconds between SIGTERM and SIGKILL. Default 30."""
     idempotent: _builtins.bool
     secret_bytes: _builtins.bytes
     @_builtins.property
@@ -123,17 +124,19 @@ class TaskProperties(_message.Message):
         dimensions: _abc.Iterable[_common_pb2.StringPair] | None = ...,
         execution_timeout_secs: _builtins.int = ...,
         io_timeout_secs: _builtins.int = ...,
-        grace_period_secs: _builtins.int = ...,
+        grace_period_secs: _builtins.int | None = ...,
         idempotent: _builtins.bool = ...,
         caches: _abc.Iterable[Global___CacheEntry] | None = ...,
         outputs: _abc.Iterable[_builtins.str] | None = ...,
         secret_bytes: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_grace_period_secs", b"_grace_period_secs", "grace_period_secs", b"grace_period_secs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caches", b"caches", "command", b"command", "dimensions", b"dimensions", "env", b"env", "env_prefixes", b"env_prefixes", "execution_timeout_secs", b"execution_timeout_secs", "grace_period_secs", b"grace_period_secs", "idempotent", b"idempotent", "io_timeout_secs", b"io_timeout_secs", "outputs", b"outputs", "relative_cwd", b"relative_cwd", "secret_bytes", b"secret_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_grace_period_secs", b"_grace_period_secs", "caches", b"caches", "command", b"command", "dimensions", b"dimensions", "env", b"env", "env_prefixes", b"env_prefixes", "execution_timeout_secs", b"execution_timeout_secs", "grace_period_secs", b"grace_period_secs", "idempotent", b"idempotent", "io_timeout_secs", b"io_timeout_secs", "outputs", b"outputs", "relative_cwd", b"relative_cwd", "secret_bytes", b"secret_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__grace_period_secs: _TypeAlias = _typing.Literal["grace_period_secs"]  # noqa: Y015
+    _WhichOneofArgType__grace_period_secs: _TypeAlias = _typing.Literal["_grace_period_secs", b"_grace_period_secs"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__grace_period_secs) -> _WhichOneofReturnType__grace_period_secs | None: ...
 
 Global___TaskProperties: _TypeAlias = TaskProperties  # noqa: Y015
 
@@ -209,7 +212,7 @@ class NewTaskRequest(_message.Message):
         self,
         *,
         name: _builtins.str = ...,
-        priority: _builtins.int = ...,
+        priority: _builtins.int | None = ...,
         task_slices: _abc.Iterable[Global___TaskSlice] | None = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
         user: _builtins.str = ...,
@@ -221,11 +224,13 @@ class NewTaskRequest(_message.Message):
         properties: Global___TaskProperties | None = ...,
         expiration_secs: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["properties", b"properties"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "priority", b"priority", "properties", b"properties"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot_ping_tolerance_secs", b"bot_ping_tolerance_secs", "expiration_secs", b"expiration_secs", "max_retries", b"max_retries", "name", b"name", "parent_task_id", b"parent_task_id", "priority", b"priority", "properties", b"properties", "request_uuid", b"request_uuid", "service_account", b"service_account", "tags", b"tags", "task_slices", b"task_slices", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "bot_ping_tolerance_secs", b"bot_ping_tolerance_secs", "expiration_secs", b"expiration_secs", "max_retries", b"max_retries", "name", b"name", "parent_task_id", b"parent_task_id", "priority", b"priority", "properties", b"properties", "request_uuid", b"request_uuid", "service_account", b"service_account", "tags", b"tags", "task_slices", b"task_slices", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
+    _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
 
 Global___NewTaskRequest: _TypeAlias = NewTaskRequest  # noqa: Y015
 

@@ -88,7 +88,9 @@ class Store(Protocol):
 
     # Tasks.
 
-    async def create_task(self, request: TaskRequest, result: TaskResult) -> tuple[TaskResult, bool]:
+    async def create_task(
+        self, request: TaskRequest, result: TaskResult
+    ) -> tuple[TaskResult, bool]:
         """Stores a new task atomically: request, result and its place in its queue.
 
         If `request.request_uuid` is set and a task with the same uuid exists,

@@ -1,0 +1,155 @@
+"""The client API servicers: one method per RPC, each a thin call into a service.
+
+The same objects serve HTTP/JSON (server/api/transcoder.py) and gRPC.
+"""
+
+from __future__ import annotations
+
+from google.api import httpbody_pb2
+from google.protobuf import timestamp_pb2
+
+from protos.api import bots_pb2, common_pb2, server_pb2, tasks_pb2
+from server import dimensions
+from server.api import convert
+from server.api.transcoder import CallContext
+from server.botcode import BotCode
+from server.clock import Clock
+from server.model import BotQuery
+from server.scheduler.fleet import FleetService
+from server.scheduler.tasks import ConfigSource, TaskService
+
+DEFAULT_PAGE = 100
+
+
+class TasksServicer:
+    """drover.api.v1.Tasks."""
+
+    def __init__(self, tasks: TaskService, config: ConfigSource) -> None:
+        self._tasks = tasks
+        self._config = config
+
+    async def NewTask(
+        self, req: tasks_pb2.NewTaskRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskRequestMetadataResponse:
+        tolerance = self._config.current.settings.bot_ping_tolerance_secs
+        draft = convert.new_request(req, default_tolerance=tolerance)
+        request, result = await self._tasks.create(draft)
+        return tasks_pb2.TaskRequestMetadataResponse(
+            task_id=request.task_id,
+            request=convert.request_message(request),
+            task_result=convert.result_message(result),
+        )
+
+    async def GetResult(
+        self, req: tasks_pb2.TaskIdRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskResultResponse:
+        _, result, size = await self._tasks.read_output(req.task_id, 0, 1)
+        return convert.result_message(result, size)
+
+    async def GetRequest(
+        self, req: tasks_pb2.TaskIdRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskRequestResponse:
+        return convert.request_message(await self._tasks.get_request(req.task_id))
+
+    async def GetStdout(
+        self, req: tasks_pb2.TaskStdoutRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskStdoutResponse:
+        data, result, size = await self._tasks.read_output(req.task_id, req.offset, req.length)
+        return tasks_pb2.TaskStdoutResponse(
+            output=data,
+            state=int(result.state),  # type: ignore[arg-type]
+            offset=req.offset,
+            size=size,
+        )
+
+    async def GetLog(self, req: tasks_pb2.TaskIdRequest, ctx: CallContext) -> httpbody_pb2.HttpBody:
+        chunks = []
+        offset = 0
+        while True:
+            data, _, size = await self._tasks.read_output(req.task_id, offset)
+            chunks.append(data)
+            offset += len(data)
+            if not data or offset >= size:
+                break
+        return httpbody_pb2.HttpBody(
+            content_type="text/plain; charset=utf-8", data=b"".join(chunks)
+        )
+
+    async def CancelTask(
+        self, req: tasks_pb2.TaskCancelRequest, ctx: CallContext
+    ) -> tasks_pb2.CancelResponse:
+        canceled, was_running = await self._tasks.cancel(req.task_id, req.kill_running)
+        return tasks_pb2.CancelResponse(canceled=canceled, was_running=was_running)
+
+
+def _tri(value: int) -> bool | None:
+    return {common_pb2.TRUE: True, common_pb2.FALSE: False}.get(value)  # type: ignore[call-overload]
+
+
+class BotsServicer:
+    """drover.api.v1.Bots."""
+
+    def __init__(self, fleet: FleetService, clock: Clock) -> None:
+        self._fleet = fleet
+        self._clock = clock
+
+    async def ListBots(
+        self, req: bots_pb2.ListBotsRequest, ctx: CallContext
+    ) -> bots_pb2.ListBotsResponse:
+        query = BotQuery(
+            dimensions=dimensions.normalize_pairs(dimensions.parse_pairs(req.dimensions)),
+            quarantined=_tri(req.quarantined),
+            is_dead=_tri(req.is_dead),
+            is_busy=_tri(req.is_busy),
+            limit=req.limit or DEFAULT_PAGE,
+            cursor=req.cursor,
+        )
+        page = await self._fleet.list_bots(query)
+        return bots_pb2.ListBotsResponse(
+            items=[convert.bot_message(b, is_dead=self._fleet.is_dead(b)) for b in page.items],
+            cursor=page.cursor,
+            now=convert.timestamp(self._clock.now()),
+        )
+
+    async def GetBot(self, req: bots_pb2.BotRequest, ctx: CallContext) -> bots_pb2.BotInfo:
+        bot = await self._fleet.get_bot(req.bot_id)
+        return convert.bot_message(bot, is_dead=self._fleet.is_dead(bot))
+
+    async def ListBotEvents(
+        self, req: bots_pb2.ListBotEventsRequest, ctx: CallContext
+    ) -> bots_pb2.ListBotEventsResponse:
+        page = await self._fleet.list_events(req.bot_id, req.limit or DEFAULT_PAGE, req.cursor)
+        return bots_pb2.ListBotEventsResponse(
+            items=[convert.event_message(e) for e in page.items], cursor=page.cursor
+        )
+
+
+class ConfigStatus(ConfigSource):
+    """A config source that also knows the last refused edit (LiveConfig)."""
+
+    @property
+    def error(self) -> str: ...
+
+
+class ServerServicer:
+    """drover.api.v1.Server."""
+
+    def __init__(self, config: ConfigStatus, botcode: BotCode, server_version: str) -> None:
+        self._config = config
+        self._botcode = botcode
+        self._server_version = server_version
+
+    async def GetDetails(
+        self, req: server_pb2.ServerDetailsRequest, ctx: CallContext
+    ) -> server_pb2.ServerDetails:
+        snapshot = self._config.current
+        loaded = timestamp_pb2.Timestamp()
+        loaded.FromNanoseconds(int(snapshot.loaded_ts * 1e9))
+        return server_pb2.ServerDetails(
+            server_version=self._server_version,
+            bot_version=self._botcode.stable.digest,
+            canary_bot_version=self._botcode.canary.digest if self._botcode.canary else "",
+            config_revision=snapshot.revision,
+            config_loaded_ts=loaded,
+            config_error=self._config.error,
+        )

@@ -1,0 +1,158 @@
+"""HTTP/JSON transcoding of the client API, built from `google.api.http` annotations.
+
+One generic handler per annotated RPC: path variables and (for GET) query
+parameters fill the request message, a `body: "*"` rule reads the JSON body
+with the proto3 JSON mapping (either field spelling), and the answer is the
+response message as JSON with proto field names and default values shown.
+An RPC answering `google.api.HttpBody` returns its bytes with its content type.
+No route is written by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from google.api import annotations_pb2, http_pb2, httpbody_pb2
+from google.protobuf import descriptor, json_format, message, symbol_database
+
+from server.errors import InvalidRequest
+
+_VAR_RE = re.compile(r"\{([a-z_][a-z0-9_.]*)(?:=[^}]*)?\}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CallContext:
+    """Who is calling: the transport-independent view servicers get."""
+
+    peer: str
+    headers: Mapping[str, str]
+
+
+Method = Callable[[Any, CallContext], Awaitable[message.Message]]
+
+
+def http_rule(method: descriptor.MethodDescriptor) -> tuple[str, str, str] | None:
+    """Returns (HTTP verb, path template, body) of an annotated method."""
+    options = method.GetOptions()
+    if not options.HasExtension(annotations_pb2.http):
+        return None
+    rule: http_pb2.HttpRule = options.Extensions[annotations_pb2.http]
+    verb = rule.WhichOneof("pattern")
+    if verb is None or verb == "custom":
+        return None
+    return verb.upper(), getattr(rule, verb), rule.body
+
+
+def aiohttp_path(template: str) -> str:
+    """Turns `/a/{x}:verb` into an aiohttp path whose variables stop at '/' and ':'."""
+    return _VAR_RE.sub(lambda m: "{" + m.group(1) + ":[^/:]+}", template)
+
+
+def routes(service: descriptor.ServiceDescriptor, servicer: object) -> list[web.RouteDef]:
+    """Builds one route per annotated method of `service`, served by `servicer`."""
+    out = []
+    for method in service.methods:
+        rule = http_rule(method)
+        if rule is None:
+            continue
+        verb, template, body = rule
+        impl: Method = getattr(servicer, method.name)
+        handler = _handler(method, impl, body)
+        out.append(web.route(verb, aiohttp_path(template), handler))
+    return out
+
+
+def _message_class(desc: descriptor.Descriptor) -> type[message.Message]:
+    cls: type[message.Message] = symbol_database.Default().GetPrototype(desc)
+    return cls
+
+
+def _handler(
+    method: descriptor.MethodDescriptor, impl: Method, body: str
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    request_cls = _message_class(method.input_type)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        msg = request_cls()
+        if body == "*" and request.can_read_body:
+            _parse_json_body(await request.read(), msg)
+        elif not body:
+            _fill_from_query(msg, request.query)
+        for name, value in request.match_info.items():
+            _set_field(msg, name, [value])
+        ctx = CallContext(peer=request.remote or "", headers=request.headers)
+        reply = await impl(msg, ctx)
+        if isinstance(reply, httpbody_pb2.HttpBody):
+            return web.Response(body=reply.data, content_type=reply.content_type or None)
+        return web.Response(
+            text=json.dumps(to_json(reply), separators=(",", ":")),
+            content_type="application/json",
+        )
+
+    return handle
+
+
+def to_json(msg: message.Message) -> dict[str, Any]:
+    """The proto3 JSON mapping with proto field names and defaults shown (DESIGN.md 4.2)."""
+    out: dict[str, Any] = json_format.MessageToDict(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return out
+
+
+def _parse_json_body(raw: bytes, msg: message.Message) -> None:
+    try:
+        json_format.Parse(raw or b"{}", msg)
+    except json_format.ParseError as e:
+        raise InvalidRequest(f"the body does not fit {msg.DESCRIPTOR.name}: {e}") from e
+
+
+def _fill_from_query(msg: message.Message, query: Mapping[str, str]) -> None:
+    names = {k for k in query}
+    for name in names:
+        values = query.getall(name) if hasattr(query, "getall") else [query[name]]
+        _set_field(msg, name, list(values))
+
+
+def _set_field(msg: message.Message, name: str, values: list[str]) -> None:
+    """Sets a scalar or repeated field from strings, with 400s that name the field."""
+    field = msg.DESCRIPTOR.fields_by_name.get(name)
+    if field is None or field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+        raise InvalidRequest(f"unknown parameter {name!r}")
+    converted = [_convert(field, v) for v in values]
+    if field.is_repeated:
+        getattr(msg, name).extend(converted)
+    else:
+        if len(converted) != 1:
+            raise InvalidRequest(f"parameter {name!r} takes one value")
+        setattr(msg, name, converted[0])
+
+
+def _convert(field: descriptor.FieldDescriptor, value: str) -> Any:
+    kind = field.type
+    fd = descriptor.FieldDescriptor
+    try:
+        if kind in (fd.TYPE_STRING,):
+            return value
+        if kind == fd.TYPE_BOOL:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1")
+        if kind == fd.TYPE_ENUM:
+            enum_value = field.enum_type.values_by_name.get(value.upper())
+            if enum_value is None:
+                names = ", ".join(v.name for v in field.enum_type.values)
+                raise InvalidRequest(f"parameter {field.name!r}: {value!r} is not one of {names}")
+            return enum_value.number
+        if kind in (fd.TYPE_DOUBLE, fd.TYPE_FLOAT):
+            return float(value)
+        if kind == fd.TYPE_BYTES:
+            return value.encode()
+        return int(value)
+    except ValueError as e:
+        raise InvalidRequest(f"parameter {field.name!r}: {value!r} is not a valid value") from e

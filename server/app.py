@@ -1,0 +1,130 @@
+"""The application factory: wires the Store, config, services and routes together.
+
+`create_app` is the one place that knows every component; tests build the
+same app with a fake clock or their own store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import pathlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from protos.api import bots_pb2, server_pb2, tasks_pb2
+from server import __version__
+from server.api import servicers, transcoder
+from server.appkeys import BOT_SERVICE, BOTCODE, CONFIG, RUN_SERVICE, TASK_SERVICE
+from server.auth.session import SessionKeys
+from server.botapi import handlers as bot_handlers
+from server.botapi.context import BotApiContext
+from server.botapi.runs import RunService
+from server.botapi.service import BotService
+from server.botcode import BotCode
+from server.clock import Clock, SystemClock
+from server.config.live import LiveConfig
+from server.config.model import ConfigSnapshot
+from server.middleware import errors
+from server.scheduler.fleet import FleetService
+from server.scheduler.queues import QueueIndex
+from server.scheduler.tasks import NullNotifier, TaskService
+from server.store.base import Store
+from server.store.sqlite import SqliteStore
+
+log = logging.getLogger("drover.app")
+
+# A 250 000-byte output chunk base64-encoded in JSON is ~334 KB (PROTOCOL.md
+# 0.2.1 T7); polls grow with the host's Python packages. 4 MiB leaves room.
+MAX_BODY = 4 * 1024 * 1024
+BOT_DIR = pathlib.Path(__file__).resolve().parent.parent / "bot"
+SERVER_VERSION = f"drover-{__version__}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    """How to run: where state lives, where configs are, the URL bots use."""
+
+    state_dir: pathlib.Path
+    config_dir: pathlib.Path
+    server_url: str
+    bot_dir: pathlib.Path = BOT_DIR
+    # How often the config directory is checked for edits; 0 disables watching.
+    config_poll_secs: float = 1.0
+
+
+async def create_app(
+    options: ServerOptions,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    config: LiveConfig | None = None,
+) -> web.Application:
+    """Builds the server application; resources are released on cleanup."""
+    clock = clock or SystemClock()
+    options.state_dir.mkdir(parents=True, exist_ok=True)
+    config = config or LiveConfig(options.config_dir, clock=clock)
+    own_store = store is None
+    store = store or await SqliteStore.open(options.state_dir / "drover.sqlite3")
+    keys = SessionKeys.load_or_create(options.state_dir)
+    server_url = config.current.settings.server_url or options.server_url
+    botcode = BotCode(config.current, server_url=server_url, bot_dir=options.bot_dir)
+
+    def on_config(snapshot: ConfigSnapshot) -> None:
+        botcode.update(snapshot)
+
+    config.subscribe(on_config)
+    queues = QueueIndex(store)
+    await queues.refresh()
+    notifier = NullNotifier()
+    ctx = BotApiContext(
+        store=store,
+        config=config,
+        clock=clock,
+        keys=keys,
+        botcode=botcode,
+        queues=queues,
+        notifier=notifier,
+        server_version=SERVER_VERSION,
+        server_url=server_url,
+    )
+    tasks = TaskService(store, config, clock, queues, notifier)
+    fleet = FleetService(store, config, clock)
+
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+    app[CONFIG] = config
+    app[BOTCODE] = botcode
+    app[BOT_SERVICE] = BotService(ctx)
+    app[RUN_SERVICE] = RunService(ctx)
+    app[TASK_SERVICE] = tasks
+    app.add_routes(bot_handlers.routes())
+    api = [
+        (tasks_pb2.DESCRIPTOR.services_by_name["Tasks"], servicers.TasksServicer(tasks, config)),
+        (bots_pb2.DESCRIPTOR.services_by_name["Bots"], servicers.BotsServicer(fleet, clock)),
+        (
+            server_pb2.DESCRIPTOR.services_by_name["Server"],
+            servicers.ServerServicer(config, botcode, SERVER_VERSION),
+        ),
+    ]
+    for service, servicer in api:
+        app.add_routes(transcoder.routes(service, servicer))
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        watcher = None
+        if options.config_poll_secs > 0:
+            watcher = asyncio.create_task(config.watch(options.config_poll_secs))
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            config.install_sighup(asyncio.get_running_loop())
+        yield
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if own_store:
+            await store.close()
+
+    app.cleanup_ctx.append(background)
+    return app

@@ -1,0 +1,16 @@
+"""Typed application state keys (aiohttp `web.AppKey`)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.botapi.runs import RunService
+from server.botapi.service import BotService
+from server.botcode import BotCode
+from server.scheduler.tasks import ConfigSource, TaskService
+
+CONFIG = web.AppKey("config", ConfigSource)
+BOTCODE = web.AppKey("botcode", BotCode)
+BOT_SERVICE = web.AppKey("bot_service", BotService)
+RUN_SERVICE = web.AppKey("run_service", RunService)
+TASK_SERVICE = web.AppKey("task_service", TaskService)

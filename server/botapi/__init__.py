@@ -1,0 +1,1 @@
+"""The bot API (PROTOCOL.md 1-2): messages, the bot service, and the aiohttp handlers."""

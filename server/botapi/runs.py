@@ -1,0 +1,177 @@
+"""The run service: claim, task_update and task_error (PROTOCOL.md 1.8, 1.9, 1.11).
+
+Fencing: every write names its run (task ID + try number) and must come from
+the bot the run belongs to while the run is current; anything else is
+refused with `must_stop` and writes nothing. task_update never answers a 4xx
+for such expected conditions, because a 4xx kills a stock bot's task and
+loses its output (PROTOCOL.md 0.2.1 T3).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from protos.internal import session_pb2
+from server import dimensions, ids
+from server.auth import session
+from server.auth.botauth import BotAuthError
+from server.auth.session import BadSessionToken
+from server.botapi.context import BotApiContext
+from server.botapi.messages import (
+    BotCredentials,
+    ClaimRequest,
+    TaskErrorRequest,
+    TaskUpdateRequest,
+)
+from server.errors import TaskNotFound
+from server.model import TaskResult, TaskState
+from server.scheduler import manifest, transitions
+from server.scheduler.tasks import mutate
+
+log = logging.getLogger("drover.botapi")
+
+
+def is_current_run(result: TaskResult, bot_id: str, try_number: int) -> bool:
+    """True when `result`'s current run is the bot's run `try_number`."""
+    return result.bot_id == bot_id and result.try_number == try_number
+
+
+class RunService:
+    """Answers the bot calls about one run."""
+
+    def __init__(self, ctx: BotApiContext) -> None:
+        self._ctx = ctx
+
+    async def claim(self, req: ClaimRequest, creds: BotCredentials) -> dict[str, Any]:
+        """Confirms a reservation; idempotent by claim_id."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        try:
+            sess = self._session(req.session, creds)
+        except (BadSessionToken, BotAuthError) as e:
+            return {"cmd": "skip", "reason": str(e)}
+        bot_id = sess.bot_id
+        task_id, try_number = ids.split_run_id(req.run_id)
+        request = await ctx.store.get_request(task_id)
+        bot = await ctx.store.get_bot(bot_id)
+        if request is None or bot is None:
+            return {"cmd": "skip", "reason": "no such task"}
+
+        def change(r: TaskResult) -> TaskResult | None:
+            if r.state is not TaskState.RUNNING or not is_current_run(r, bot_id, try_number):
+                return None
+            if r.killing and r.reserved_until is not None:
+                # Canceled before the bot started it: it never runs.
+                return transitions.apply_update(
+                    r, transitions.RunUpdate(canceled=True), now=now, tolerance_secs=0
+                )
+            if r.reserved_until is None and r.claim_id:
+                return None
+            return transitions.confirm(
+                r, now=now, tolerance_secs=request.bot_ping_tolerance_secs, claim_id=req.claim_id
+            )
+
+        try:
+            result, _ = await mutate(ctx.store, task_id, change)
+        except TaskNotFound:
+            return {"cmd": "skip", "reason": "no such task"}
+        if not (
+            result.state is TaskState.RUNNING
+            and is_current_run(result, bot_id, try_number)
+            and result.claim_id == req.claim_id
+        ):
+            return {"cmd": "skip", "reason": "the task is no longer reserved for this bot"}
+        props = request.slices[result.current_slice].properties
+        if not dimensions.matches(bot.dimensions, props.dimensions):
+            log.warning("bot %s claimed %s without matching dimensions", bot_id, req.run_id)
+            return {"cmd": "skip", "reason": "the bot's dimensions do not match the task"}
+        return {
+            "cmd": "run",
+            "manifest": manifest.build(request, result, bot, ctx.server_url),
+            "task_id": result.run_id,
+        }
+
+    async def task_update(self, req: TaskUpdateRequest, creds: BotCredentials) -> dict[str, Any]:
+        """Records output and liveness of a run and, on completion, its end state."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        try:
+            sess = self._session(req.session, creds)
+        except (BadSessionToken, BotAuthError) as e:
+            return _stop(f"refused: {e}")
+        if req.bot_id and req.bot_id != sess.bot_id:
+            return _stop("the session belongs to another bot")
+        bot_id = sess.bot_id
+        task_id, try_number = ids.split_run_id(req.run_id)
+        result = await ctx.store.get_result(task_id)
+        if result is None or not is_current_run(result, bot_id, try_number):
+            return _stop("this run is not the bot's current run")
+        if result.state is not TaskState.RUNNING:
+            if transitions.is_same_completion(result, req.update):
+                return {"ok": True, "must_stop": False}
+            return _stop(f"the task has ended ({result.state.name})")
+        if req.output:
+            await ctx.store.write_output(req.run_id, req.output_chunk_start, req.output)
+        request = await ctx.store.get_request(task_id)
+        assert request is not None, "a stored result always has its request"
+        tolerance = request.bot_ping_tolerance_secs
+
+        def change(r: TaskResult) -> TaskResult | None:
+            if r.state is not TaskState.RUNNING or not is_current_run(r, bot_id, try_number):
+                return None
+            if r.reserved_until is not None:
+                r = transitions.confirm(r, now=now, tolerance_secs=tolerance, claim_id=r.claim_id)
+            return transitions.apply_update(r, req.update, now=now, tolerance_secs=tolerance)
+
+        stored, changed = await mutate(ctx.store, task_id, change)
+        if not changed and not is_current_run(stored, bot_id, try_number):
+            return _stop("this run is not the bot's current run")
+        reply: dict[str, Any] = {"ok": True, "must_stop": False}
+        if stored.state is TaskState.RUNNING and stored.killing:
+            reply.update(must_stop=True, stop_reason="the task was canceled")
+        elif not changed and stored.state is not TaskState.RUNNING:
+            reply.update(must_stop=True, stop_reason=f"the task has ended ({stored.state.name})")
+        token = ctx.refreshed_token(sess, now)
+        if token:
+            reply["session"] = token
+        return reply
+
+    async def task_error(self, req: TaskErrorRequest, creds: BotCredentials) -> dict[str, Any]:
+        """Ends a run the bot could not run; unknown or foreign runs are ignored."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        try:
+            sess = self._session(req.session, creds)
+        except (BadSessionToken, BotAuthError):
+            return {"resp": 1}
+        task_id, try_number = ids.split_run_id(req.run_id)
+        # The message can hold the whole manifest, secrets included
+        # (PROTOCOL.md 0.2.8 E2): keep only its first line, cut before any repr.
+        message = req.message.splitlines()[0] if req.message else "task_error"
+        message = message.split(": {", 1)[0][:500]
+
+        def change(r: TaskResult) -> TaskResult | None:
+            if r.state is not TaskState.RUNNING or not is_current_run(r, sess.bot_id, try_number):
+                return None
+            return transitions.end_with_error(
+                r, now=now, message=message, client_error=req.client_error
+            )
+
+        try:
+            await mutate(ctx.store, task_id, change)
+        except TaskNotFound:
+            pass
+        return {"resp": 1}
+
+    def _session(self, token: str | None, creds: BotCredentials) -> session_pb2.Session:
+        """Verifies a run call's session, ignoring expiry (PROTOCOL.md 0.2.4 S3)."""
+        if token is None:
+            raise BadSessionToken("no session")
+        sess = session.unmarshal(token, self._ctx.keys)
+        self._ctx.recheck_credentials(sess, creds)
+        return sess
+
+
+def _stop(reason: str) -> dict[str, Any]:
+    return {"ok": False, "must_stop": True, "stop_reason": reason}

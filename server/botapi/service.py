@@ -1,0 +1,307 @@
+"""The bot service: handshake, poll and event (PROTOCOL.md 1.4, 1.5, 1.7).
+
+The poll decision follows the reference order: credentials, replay, update
+(before any session check, so a broken bot can always heal), session,
+config change, quarantine and maintenance, then a task or a sleep. Session
+problems answer `bot_restart`, never 401: a stock bot does not re-handshake
+by itself (PROTOCOL.md 0.2.4 S2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from typing import Any
+
+from protos.internal import session_pb2
+from server.auth import session
+from server.auth.session import BadSessionToken
+from server.botapi.context import BotApiContext
+from server.botapi.messages import (
+    BotCredentials,
+    BotReport,
+    EventRequest,
+    HandshakeRequest,
+    PollRequest,
+)
+from server.config.model import BotGroup, Settings
+from server.errors import Unauthenticated
+from server.model import Bot, BotDimensions, BotEvent, TaskResult
+from server.scheduler import manifest, transitions
+
+log = logging.getLogger("drover.botapi")
+
+
+def overlay(reported: BotDimensions, group: BotGroup, bot_id: str) -> BotDimensions:
+    """The bot's effective dimensions: bots.cfg keys win over reported ones."""
+    merged = dict(reported)
+    merged.update(group.dimensions)
+    merged["id"] = [bot_id]
+    return merged
+
+
+def quarantine_reason(report: BotReport) -> str:
+    """Why the bot's own report says it must not get tasks, or ''."""
+    if report.dimensions_error:
+        return f"invalid dimensions: {report.dimensions_error}"
+    if "quarantined" in report.dimensions:
+        return "the bot has the 'quarantined' dimension"
+    value = report.state.get("quarantined")
+    if value:
+        return value if isinstance(value, str) else "the bot reported itself quarantined"
+    return ""
+
+
+def maintenance_reason(report: BotReport) -> str:
+    """The bot's maintenance message, or ''."""
+    value = report.state.get("maintenance")
+    if not value:
+        return ""
+    return value if isinstance(value, str) else "maintenance"
+
+
+def sleep_duration(settings: Settings, state: dict[str, Any], rng: random.Random) -> float:
+    """Idle backoff (PROTOCOL.md 1.5 step 9): grows with the bot's sleep streak."""
+    streak = state.get("sleep_streak")
+    streak = streak if isinstance(streak, int) and streak >= 0 else 0
+    if rng.random() < 0.05:
+        return 1.0
+    return float(min(settings.max_bot_sleep_time, 1.5 ** (min(streak, 10) + 1)))
+
+
+class BotService:
+    """Answers the bot calls that are not about one run."""
+
+    def __init__(self, ctx: BotApiContext, rng: random.Random | None = None) -> None:
+        self._ctx = ctx
+        self._rng = rng or random.Random()
+
+    @property
+    def context(self) -> BotApiContext:
+        """The shared dependencies (the /bot_code handler admits callers with them)."""
+        return self._ctx
+
+    async def handshake(self, req: HandshakeRequest, creds: BotCredentials) -> dict[str, Any]:
+        """Registers the bot and opens a session."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        snapshot, group, identity = ctx.admit(req.bot_id, creds)
+        existing = await ctx.store.get_bot(req.bot_id)
+        # Reported handshake dimensions come from the bot before its hooks ran;
+        # storing them would make the bot flap, so keep the last polled ones.
+        base = existing.dimensions if existing else {}
+        bot = Bot(
+            bot_id=req.bot_id,
+            group=group.name,
+            dimensions=overlay(base, group, req.bot_id),
+            state=req.report.state,
+            version=req.report.version,
+            session_id=req.session_id,
+            first_seen_ts=existing.first_seen_ts if existing else now,
+            last_seen_ts=now,
+            external_ip=creds.remote_ip,
+            authenticated_as=identity,
+            quarantined=quarantine_reason(req.report),
+            maintenance=maintenance_reason(req.report),
+        )
+        await ctx.store.put_bot(bot)
+        await ctx.store.add_bot_event(
+            BotEvent(
+                bot_id=bot.bot_id,
+                ts=now,
+                event_type="bot_connected",
+                dimensions=bot.dimensions,
+                state=bot.state,
+                version=bot.version,
+                quarantined=bot.quarantined,
+                maintenance=bot.maintenance,
+            )
+        )
+        sess = session.new_session(
+            req.bot_id,
+            req.session_id or "legacy",
+            group,
+            now=now,
+            lifetime_secs=snapshot.settings.session_lifetime_secs,
+            config_revision=snapshot.revision,
+            server_version=ctx.server_version,
+        )
+        reply: dict[str, Any] = {
+            "bot_config_name": group.bot_config_script or "bot_config.py",
+            "bot_config_rev": snapshot.revision,
+            "bot_group_cfg": {"dimensions": group.dimensions},
+            "bot_version": ctx.botcode.for_bot(req.bot_id).digest,
+            "server_version": ctx.server_version,
+            "session": session.marshal(sess, ctx.keys),
+        }
+        if group.bot_config_script_body:
+            reply["bot_config"] = group.bot_config_script_body
+        return reply
+
+    async def poll(self, req: PollRequest, creds: BotCredentials) -> dict[str, Any]:
+        """Tells the bot what to do next."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        snapshot, group, identity = ctx.admit(req.bot_id, creds)
+        if req.request_uuid:
+            replay = await ctx.store.get_poll_reply(req.bot_id, req.request_uuid)
+            if replay is not None:
+                return replay
+        settings = snapshot.settings
+        expected = ctx.botcode.for_bot(req.bot_id).digest
+        sess: session_pb2.Session | None = None
+        problem = ""
+        try:
+            sess = ctx.open_session(req.session, req.bot_id)
+            if session.is_expired(sess, now):
+                problem = "session expired"
+        except BadSessionToken as e:
+            problem = str(e)
+        if settings.force_bots_to_sleep_and_not_run_task:
+            reply = self._sleep(settings.max_bot_sleep_time, quarantined=True)
+        elif req.report.version != expected:
+            reply = {"cmd": "update", "version": expected}
+        elif problem or sess is None:
+            return {"cmd": "bot_restart", "message": f"Please restart: {problem}"}
+        elif sess.handshake_config_hash != group.handshake_config_hash():
+            reply = {"cmd": "bot_restart", "message": "pick up new bots.cfg config"}
+        else:
+            reply = {}
+        if problem or sess is None:
+            # Nothing is stored for a caller without a valid session.
+            return reply
+        bot = await self._record_poll(req, creds, group, identity, now)
+        if not reply:
+            reply = await self._work_or_sleep(bot, req, settings, now)
+        sess = session.refresh(sess, now=now, lifetime_secs=settings.session_lifetime_secs)
+        reply["session"] = session.marshal(sess, ctx.keys)
+        if reply["cmd"] == "run" and req.request_uuid:
+            await ctx.store.put_poll_reply(
+                req.bot_id, req.request_uuid, reply, now + settings.poll_replay_secs
+            )
+        return reply
+
+    async def event(self, req: EventRequest, creds: BotCredentials) -> dict[str, Any]:
+        """Records a bot event; a state in it updates the bot's quarantine and maintenance."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        bot_id = _bot_id_of(req.report)
+        try:
+            sess = ctx.open_session(req.session, bot_id or _session_bot_id(ctx, req.session))
+        except BadSessionToken as e:
+            raise Unauthenticated(str(e)) from e
+        ctx.recheck_credentials(sess, creds)
+        bot = await ctx.store.get_bot(sess.bot_id)
+        if bot is not None and req.report.state:
+            bot = dataclasses.replace(
+                bot,
+                state=req.report.state,
+                quarantined=quarantine_reason(req.report),
+                maintenance=maintenance_reason(req.report),
+                last_seen_ts=now,
+            )
+            await ctx.store.put_bot(bot)
+        await ctx.store.add_bot_event(
+            BotEvent(
+                bot_id=sess.bot_id,
+                ts=now,
+                event_type=req.event,
+                message=req.message[:4096],
+                dimensions=req.report.dimensions,
+                state=req.report.state,
+                version=req.report.version,
+                task_id=req.task_id,
+                quarantined=quarantine_reason(req.report),
+                maintenance=maintenance_reason(req.report),
+            )
+        )
+        if req.event == "bot_error":
+            log.error("bot %s reported an error: %s", sess.bot_id, req.message[:4096])
+        return {}
+
+    async def _record_poll(
+        self,
+        req: PollRequest,
+        creds: BotCredentials,
+        group: BotGroup,
+        identity: str,
+        now: float,
+    ) -> Bot:
+        """Updates the bot record from a poll; invalid dimensions are not stored."""
+        store = self._ctx.store
+        existing = await store.get_bot(req.bot_id) or Bot(bot_id=req.bot_id, first_seen_ts=now)
+        dims = existing.dimensions
+        if not req.report.dimensions_error:
+            dims = overlay(req.report.dimensions, group, req.bot_id)
+        bot = dataclasses.replace(
+            existing,
+            group=group.name,
+            dimensions=dims,
+            state=req.report.state,
+            version=req.report.version,
+            last_seen_ts=now,
+            external_ip=creds.remote_ip,
+            authenticated_as=identity,
+            quarantined=quarantine_reason(req.report),
+            maintenance=maintenance_reason(req.report),
+            task_id="",
+            task_name="",
+        )
+        await store.put_bot(bot)
+        return bot
+
+    async def _work_or_sleep(
+        self, bot: Bot, req: PollRequest, settings: Settings, now: float
+    ) -> dict[str, Any]:
+        """Hands the bot a task it can run, or tells it to sleep."""
+        if bot.quarantined or bot.maintenance:
+            return self._sleep(settings.max_bot_sleep_time, quarantined=bool(bot.quarantined))
+        result = await self._reserve(bot, settings, now)
+        if result is None:
+            return self._sleep(sleep_duration(settings, req.report.state, self._rng))
+        request = await self._ctx.store.get_request(result.task_id)
+        assert request is not None, "a stored result always has its request"
+        await self._ctx.store.put_bot(
+            dataclasses.replace(bot, task_id=result.run_id, task_name=request.name)
+        )
+        await self._ctx.store.add_bot_event(
+            BotEvent(bot_id=bot.bot_id, ts=now, event_type="request_task", task_id=result.run_id)
+        )
+        return {
+            "cmd": "run",
+            "manifest": manifest.build(request, result, bot, self._ctx.server_url),
+        }
+
+    async def _reserve(self, bot: Bot, settings: Settings, now: float) -> TaskResult | None:
+        keys = self._ctx.queues.queues_for(bot.bot_id, bot.dimensions)
+        if not keys:
+            return None
+        return await self._ctx.store.claim_next(
+            keys,
+            now,
+            lambda r: transitions.reserve(
+                r,
+                bot_id=bot.bot_id,
+                bot_dimensions=bot.dimensions,
+                bot_version=bot.version,
+                now=now,
+                reserve_until=now + settings.reservation_timeout_secs,
+            ),
+        )
+
+    @staticmethod
+    def _sleep(duration: float, quarantined: bool = False) -> dict[str, Any]:
+        return {"cmd": "sleep", "duration": float(duration), "quarantined": quarantined}
+
+
+def _bot_id_of(report: BotReport) -> str:
+    ids = report.dimensions.get("id") or []
+    return ids[0] if ids else ""
+
+
+def _session_bot_id(ctx: BotApiContext, token: str | None) -> str:
+    """The bot ID inside a token, for calls whose body does not name the bot."""
+    if token is None:
+        raise BadSessionToken("no session")
+    return session.unmarshal(token, ctx.keys).bot_id

@@ -1,0 +1,1 @@
+"""The scheduler: the rules of tasks and bots (the service layer)."""

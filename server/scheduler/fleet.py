@@ -1,0 +1,52 @@
+"""The fleet service: what the API shows of bots and their events."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from server.clock import Clock
+from server.errors import BotNotFound, InvalidRequest
+from server.model import Bot, BotEvent, BotQuery, Page
+from server.scheduler.tasks import ConfigSource
+from server.store.base import Store
+
+MAX_PAGE = 1000
+
+
+class FleetService:
+    """Reads bots and bot events."""
+
+    def __init__(self, store: Store, config: ConfigSource, clock: Clock) -> None:
+        self._store = store
+        self._config = config
+        self._clock = clock
+
+    def is_dead(self, bot: Bot) -> bool:
+        """A bot unseen for `bot_death_timeout_secs` is dead."""
+        timeout = self._config.current.settings.bot_death_timeout_secs
+        return bot.last_seen_ts < self._clock.now() - timeout
+
+    async def get_bot(self, bot_id: str) -> Bot:
+        """Returns a bot. Raises BotNotFound."""
+        bot = await self._store.get_bot(bot_id)
+        if bot is None:
+            raise BotNotFound(bot_id)
+        return bot
+
+    async def list_bots(self, query: BotQuery) -> Page[Bot]:
+        """Lists bots; `is_dead` is judged against the current time."""
+        _check_limit(query.limit)
+        timeout = self._config.current.settings.bot_death_timeout_secs
+        query = dataclasses.replace(query, dead_before=self._clock.now() - timeout)
+        return await self._store.list_bots(query)
+
+    async def list_events(self, bot_id: str, limit: int, cursor: str) -> Page[BotEvent]:
+        """Lists a bot's events, newest first."""
+        _check_limit(limit)
+        await self.get_bot(bot_id)
+        return await self._store.list_bot_events(bot_id, limit, cursor)
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be in 1..{MAX_PAGE}")

@@ -1,0 +1,175 @@
+"""Pure state transitions of a task result.
+
+Each function takes the stored TaskResult and returns the new one (or None
+when nothing changes); callers persist it with a compare-and-set. Keeping
+these pure makes the lifecycle easy to test exhaustively.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from server.model import BotDimensions, TaskResult, TaskState
+
+
+@dataclasses.dataclass(frozen=True)
+class RunUpdate:
+    """What a bot reports in a task_update (PROTOCOL.md 1.8), parsed."""
+
+    cost_usd: float | None = None
+    exit_code: int | None = None
+    duration: float | None = None
+    hard_timeout: bool = False
+    io_timeout: bool = False
+    bot_overhead: float | None = None
+    canceled: bool = False
+
+    @property
+    def is_completion(self) -> bool:
+        """Decided from values, not key presence (PROTOCOL.md 0.2.7 U3)."""
+        return self.exit_code is not None or self.canceled or self.hard_timeout or self.io_timeout
+
+
+def reserve(
+    result: TaskResult,
+    *,
+    bot_id: str,
+    bot_dimensions: BotDimensions,
+    bot_version: str,
+    now: float,
+    reserve_until: float,
+) -> TaskResult:
+    """A poll hands the task to a bot: a new run, reserved until confirmed."""
+    return dataclasses.replace(
+        result,
+        state=TaskState.RUNNING,
+        try_number=result.try_number + 1,
+        bot_id=bot_id,
+        bot_dimensions=bot_dimensions,
+        bot_version=bot_version,
+        started_ts=now,
+        modified_ts=now,
+        reserved_until=reserve_until,
+        dead_after_ts=None,
+        claim_id="",
+        killing=False,
+        cost_usd=0.0,
+        exit_code=None,
+        duration=None,
+        hard_timeout=False,
+        io_timeout=False,
+        failure=False,
+        internal_failure=False,
+        error="",
+    )
+
+
+def confirm(result: TaskResult, *, now: float, tolerance_secs: int, claim_id: str) -> TaskResult:
+    """The bot confirmed its reservation (claim, or a stock bot's first update)."""
+    return dataclasses.replace(
+        result,
+        reserved_until=None,
+        claim_id=claim_id,
+        dead_after_ts=now + tolerance_secs,
+        modified_ts=now,
+    )
+
+
+def apply_update(
+    result: TaskResult, update: RunUpdate, *, now: float, tolerance_secs: int
+) -> TaskResult:
+    """Applies a running run's update: liveness, cost and, if final, its end state."""
+    changes: dict[str, object] = {
+        "dead_after_ts": now + tolerance_secs,
+        "modified_ts": now,
+    }
+    if update.cost_usd is not None:
+        changes["cost_usd"] = max(result.cost_usd, update.cost_usd)
+    if update.is_completion:
+        end = _end_state(result, update)
+        if end is not None:
+            changes.update(
+                state=end,
+                completed_ts=now,
+                dead_after_ts=None,
+                exit_code=update.exit_code,
+                duration=update.duration,
+                hard_timeout=update.hard_timeout,
+                io_timeout=update.io_timeout,
+            )
+            if end is TaskState.COMPLETED:
+                changes["failure"] = update.exit_code != 0
+            elif end is TaskState.TIMED_OUT:
+                changes["failure"] = True
+                if update.exit_code is None:
+                    changes["exit_code"] = -1
+            elif end is TaskState.CANCELED:
+                changes.update(exit_code=None, duration=None)
+            elif end is TaskState.KILLED:
+                changes["failure"] = True
+    return dataclasses.replace(result, **changes)  # type: ignore[arg-type]
+
+
+def _end_state(result: TaskResult, update: RunUpdate) -> TaskState | None:
+    """The final state a completion leads to; None keeps the run going."""
+    if result.killing:
+        if update.canceled:
+            return TaskState.CANCELED
+        if update.duration is not None:
+            return TaskState.KILLED
+        return None
+    if update.hard_timeout or update.io_timeout:
+        return TaskState.TIMED_OUT
+    if update.canceled:
+        return TaskState.CANCELED
+    return TaskState.COMPLETED
+
+
+def is_same_completion(result: TaskResult, update: RunUpdate) -> bool:
+    """True when a final update repeats the one that ended the run (a retry)."""
+    return (
+        not result.state.is_active
+        and update.is_completion
+        and (result.exit_code == update.exit_code or result.state is TaskState.CANCELED)
+        and (result.duration == update.duration or result.state is TaskState.CANCELED)
+    )
+
+
+def end_with_error(
+    result: TaskResult, *, now: float, message: str, client_error: bool
+) -> TaskResult:
+    """A task_error ends the run: KILLED if a kill was pending, else CLIENT_ERROR or BOT_DIED."""
+    if result.killing:
+        state = TaskState.KILLED
+    elif client_error:
+        state = TaskState.CLIENT_ERROR
+    else:
+        state = TaskState.BOT_DIED
+    return dataclasses.replace(
+        result,
+        state=state,
+        completed_ts=now,
+        abandoned_ts=now,
+        modified_ts=now,
+        dead_after_ts=None,
+        reserved_until=None,
+        internal_failure=state is TaskState.BOT_DIED,
+        failure=True,
+        error=message,
+    )
+
+
+def cancel(result: TaskResult, *, now: float, kill_running: bool) -> TaskResult | None:
+    """Cancels a pending task at once, or asks a running one to stop; None if neither."""
+    if result.state is TaskState.PENDING:
+        return dataclasses.replace(
+            result,
+            state=TaskState.CANCELED,
+            abandoned_ts=now,
+            completed_ts=now,
+            modified_ts=now,
+            queue_key="",
+        )
+    if result.state is TaskState.RUNNING and kill_running and not result.killing:
+        return dataclasses.replace(result, killing=True, modified_ts=now)
+    return None

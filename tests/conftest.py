@@ -1,0 +1,58 @@
+"""Fixtures shared by the server tests: a real server on loopback over tmp state."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from server.config.live import LiveConfig
+
+from server.app import ServerOptions, create_app
+from server.clock import FakeClock
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+ServerFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
+
+
+@pytest.fixture
+def config_dir(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A private copy of the quickstart configs."""
+    target = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", target, ignore=shutil.ignore_patterns("examples"))
+    return target
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The injected clock, at a fixed start time."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def make_server(
+    tmp_path: pathlib.Path, config_dir: pathlib.Path, clock: FakeClock
+) -> AsyncIterator[ServerFactory]:
+    """Starts Drover servers on loopback; each is closed at teardown."""
+    clients: list[TestClient] = []  # type: ignore[type-arg]
+
+    async def start(**kwargs: object) -> TestClient:  # type: ignore[type-arg]
+        config = LiveConfig(config_dir, clock=clock)
+        options = ServerOptions(
+            state_dir=tmp_path / "state",
+            config_dir=config_dir,
+            server_url="http://127.0.0.1:1",
+            config_poll_secs=0,
+        )
+        app = await create_app(options, clock=clock, config=config, **kwargs)  # type: ignore[arg-type]
+        client = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
