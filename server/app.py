@@ -18,7 +18,7 @@ from aiohttp import web
 from protos.api import bots_pb2, server_pb2, tasks_pb2
 from server import __version__
 from server.api import servicers, transcoder
-from server.appkeys import BOT_SERVICE, BOTCODE, CONFIG, RUN_SERVICE, TASK_SERVICE
+from server.appkeys import BOT_SERVICE, BOTCODE, CONFIG, RUN_SERVICE, SWEEPER, TASK_SERVICE
 from server.auth.session import SessionKeys
 from server.botapi import handlers as bot_handlers
 from server.botapi.context import BotApiContext
@@ -31,7 +31,9 @@ from server.config.model import ConfigSnapshot
 from server.middleware import errors
 from server.scheduler.fleet import FleetService
 from server.scheduler.queues import QueueIndex
-from server.scheduler.tasks import NullNotifier, TaskService
+from server.scheduler.sweeper import Sweeper
+from server.scheduler.tasks import TaskService
+from server.scheduler.waiters import NEW_QUEUE, PollWaiters
 from server.store.base import Store
 from server.store.sqlite import SqliteStore
 
@@ -54,6 +56,8 @@ class ServerOptions:
     bot_dir: pathlib.Path = BOT_DIR
     # How often the config directory is checked for edits; 0 disables watching.
     config_poll_secs: float = 1.0
+    # How often deadlines (expiry, reservations, bot death) are checked; 0 disables.
+    sweep_secs: float = 1.0
 
 
 async def create_app(
@@ -68,7 +72,7 @@ async def create_app(
     options.state_dir.mkdir(parents=True, exist_ok=True)
     config = config or LiveConfig(options.config_dir, clock=clock)
     own_store = store is None
-    store = store or await SqliteStore.open(options.state_dir / "drover.sqlite3")
+    store = store or await SqliteStore.open(options.state_dir / "drover.sqlite3", clock=clock)
     keys = SessionKeys.load_or_create(options.state_dir)
     server_url = config.current.settings.server_url or options.server_url
     botcode = BotCode(config.current, server_url=server_url, bot_dir=options.bot_dir)
@@ -77,9 +81,10 @@ async def create_app(
         botcode.update(snapshot)
 
     config.subscribe(on_config)
-    queues = QueueIndex(store)
+    waiters = PollWaiters()
+    queues = QueueIndex(store, on_new=lambda _: waiters.notify(NEW_QUEUE))
     await queues.refresh()
-    notifier = NullNotifier()
+    notifier = waiters
     ctx = BotApiContext(
         store=store,
         config=config,
@@ -97,7 +102,7 @@ async def create_app(
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[BOTCODE] = botcode
-    app[BOT_SERVICE] = BotService(ctx)
+    app[BOT_SERVICE] = BotService(ctx, waiters)
     app[RUN_SERVICE] = RunService(ctx)
     app[TASK_SERVICE] = tasks
     app.add_routes(bot_handlers.routes())
@@ -112,17 +117,25 @@ async def create_app(
     for service, servicer in api:
         app.add_routes(transcoder.routes(service, servicer))
 
+    sweeper = Sweeper(store, clock, queues, notifier)
+    app[SWEEPER] = sweeper
+
     async def background(app: web.Application) -> AsyncIterator[None]:
-        watcher = None
+        loops = []
         if options.config_poll_secs > 0:
-            watcher = asyncio.create_task(config.watch(options.config_poll_secs))
+            loops.append(asyncio.create_task(config.watch(options.config_poll_secs)))
+        if options.sweep_secs > 0:
+            loops.append(asyncio.create_task(sweeper.run(options.sweep_secs)))
         with contextlib.suppress(NotImplementedError, RuntimeError):
             config.install_sighup(asyncio.get_running_loop())
         yield
-        if watcher is not None:
-            watcher.cancel()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            config.remove_sighup(asyncio.get_running_loop())
+        for loop in loops:
+            loop.cancel()
+        for loop in loops:
             with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+                await loop
         if own_store:
             await store.close()
 

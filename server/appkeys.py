@@ -7,10 +7,13 @@ from aiohttp import web
 from server.botapi.runs import RunService
 from server.botapi.service import BotService
 from server.botcode import BotCode
-from server.scheduler.tasks import ConfigSource, TaskService
+from server.config.live import LiveConfig
+from server.scheduler.sweeper import Sweeper
+from server.scheduler.tasks import TaskService
 
-CONFIG = web.AppKey("config", ConfigSource)
+CONFIG = web.AppKey("config", LiveConfig)
 BOTCODE = web.AppKey("botcode", BotCode)
 BOT_SERVICE = web.AppKey("bot_service", BotService)
 RUN_SERVICE = web.AppKey("run_service", RunService)
 TASK_SERVICE = web.AppKey("task_service", TaskService)
+SWEEPER = web.AppKey("sweeper", Sweeper)

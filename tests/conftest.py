@@ -7,15 +7,23 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from server.config.live import LiveConfig
 
 from server.app import ServerOptions, create_app
 from server.clock import FakeClock
+from server.config.live import LiveConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 ServerFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
+
+
+def app_of(client: TestClient) -> web.Application:  # type: ignore[type-arg]
+    """The application a test client's server runs."""
+    app = client.app
+    assert isinstance(app, web.Application), "the client runs an application server"
+    return app
 
 
 @pytest.fixture
@@ -23,6 +31,8 @@ def config_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     """A private copy of the quickstart configs."""
     target = tmp_path / "configs"
     shutil.copytree(ROOT / "configs", target, ignore=shutil.ignore_patterns("examples"))
+    # Polls answer at once unless a test turns long polling on.
+    (target / "settings.cfg").write_text("long_poll_secs: 0\n")
     return target
 
 
@@ -46,6 +56,7 @@ async def make_server(
             config_dir=config_dir,
             server_url="http://127.0.0.1:1",
             config_poll_secs=0,
+            sweep_secs=0,
         )
         app = await create_app(options, clock=clock, config=config, **kwargs)  # type: ignore[arg-type]
         client = TestClient(TestServer(app, host="127.0.0.1"))

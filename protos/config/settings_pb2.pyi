@@ -42,8 +42,9 @@ class SettingsCfg(_message.Message):
     max_bot_sleep_time: _builtins.int
     """Upper bound of an idle bot's sleep. Default 60; 1..3600."""
     long_poll_secs: _builtins.int
-    """How long an idle bot's poll is held open. Default 40; 0..50 (a stock
-    bot drops a request after 60 s, PROTOCOL.md 0.2.1 T1).
+    """How long an idle bot's poll is held open. Default 40; 0..50, where an
+    explicit 0 turns long polling off (a stock bot drops a request after
+    60 s, PROTOCOL.md 0.2.1 T1).
     """
     reservation_timeout_secs: _builtins.int
     """An unconfirmed "run" reservation goes back to the queue after this.
@@ -68,7 +69,7 @@ class SettingsCfg(_message.Message):
         bot_death_timeout_secs: _builtins.int = ...,
         force_bots_to_sleep_and_not_run_task: _builtins.bool = ...,
         max_bot_sleep_time: _builtins.int = ...,
-        long_poll_secs: _builtins.int = ...,
+        long_poll_secs: _builtins.int | None = ...,
         reservation_timeout_secs: _builtins.int = ...,
         session_lifetime_secs: _builtins.int = ...,
         bot_ping_tolerance_secs: _builtins.int = ...,
@@ -76,11 +77,13 @@ class SettingsCfg(_message.Message):
         bot_deployment: Global___BotDeployment | None = ...,
         poll_replay_secs: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bot_deployment", b"bot_deployment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_long_poll_secs", b"_long_poll_secs", "bot_deployment", b"bot_deployment", "long_poll_secs", b"long_poll_secs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot_death_timeout_secs", b"bot_death_timeout_secs", "bot_deployment", b"bot_deployment", "bot_ping_tolerance_secs", b"bot_ping_tolerance_secs", "force_bots_to_sleep_and_not_run_task", b"force_bots_to_sleep_and_not_run_task", "long_poll_secs", b"long_poll_secs", "max_bot_sleep_time", b"max_bot_sleep_time", "poll_replay_secs", b"poll_replay_secs", "reservation_timeout_secs", b"reservation_timeout_secs", "reusable_task_age_secs", b"reusable_task_age_secs", "server_url", b"server_url", "session_lifetime_secs", b"session_lifetime_secs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_long_poll_secs", b"_long_poll_secs", "bot_death_timeout_secs", b"bot_death_timeout_secs", "bot_deployment", b"bot_deployment", "bot_ping_tolerance_secs", b"bot_ping_tolerance_secs", "force_bots_to_sleep_and_not_run_task", b"force_bots_to_sleep_and_not_run_task", "long_poll_secs", b"long_poll_secs", "max_bot_sleep_time", b"max_bot_sleep_time", "poll_replay_secs", b"poll_replay_secs", "reservation_timeout_secs", b"reservation_timeout_secs", "reusable_task_age_secs", b"reusable_task_age_secs", "server_url", b"server_url", "session_lifetime_secs", b"session_lifetime_secs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__long_poll_secs: _TypeAlias = _typing.Literal["long_poll_secs"]  # noqa: Y015
+    _WhichOneofArgType__long_poll_secs: _TypeAlias = _typing.Literal["_long_poll_secs", b"_long_poll_secs"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__long_poll_secs) -> _WhichOneofReturnType__long_poll_secs | None: ...
 
 Global___SettingsCfg: _TypeAlias = SettingsCfg  # noqa: Y015
 

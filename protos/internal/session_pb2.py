@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/internal/session.proto\x12\x0f\x64rover.internal\"\xe1\x01\n\x07Session\x12\x0e\n\x06\x62ot_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\texpiry_us\x18\x03 \x01(\x03\x12.\n\ndebug_info\x18\x04 \x01(\x0b\x32\x1a.drover.internal.DebugInfo\x12\x36\n\nbot_config\x18\x05 \x01(\x0b\x32\".drover.internal.BotConfigSnapshot\x12\x1d\n\x15handshake_config_hash\x18\x06 \x01(\x0c\x12\x18\n\x10last_seen_config\x18\x08 \x01(\t\"7\n\tDebugInfo\x12\x12\n\ncreated_us\x18\x01 \x01(\x03\x12\x16\n\x0eserver_version\x18\x02 \x01(\t\"w\n\x11\x42otConfigSnapshot\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x14\n\x0cip_allowlist\x18\x02 \x03(\t\x12\x18\n\x10\x62ot_token_sha256\x18\x03 \x03(\t\x12\x1e\n\x16system_service_account\x18\x04 \x01(\t\"J\n\x0cSessionToken\x12\x32\n\x0bhmac_tagged\x18\x01 \x01(\x0b\x32\x1b.drover.internal.HmacTaggedH\x00\x42\x06\n\x04kind\"B\n\nHmacTagged\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x13\n\x0bhmac_sha256\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/internal/session.proto\x12\x0f\x64rover.internal\"\xe1\x01\n\x07Session\x12\x0e\n\x06\x62ot_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\texpiry_us\x18\x03 \x01(\x03\x12.\n\ndebug_info\x18\x04 \x01(\x0b\x32\x1a.drover.internal.DebugInfo\x12\x36\n\nbot_config\x18\x05 \x01(\x0b\x32\".drover.internal.BotConfigSnapshot\x12\x1d\n\x15handshake_config_hash\x18\x06 \x01(\x0c\x12\x18\n\x10last_seen_config\x18\x08 \x01(\t\"7\n\tDebugInfo\x12\x12\n\ncreated_us\x18\x01 \x01(\x03\x12\x16\n\x0eserver_version\x18\x02 \x01(\t\"|\n\x11\x42otConfigSnapshot\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x1e\n\x16system_service_account\x18\x04 \x01(\t\x12\'\n\x04\x61uth\x18\x05 \x03(\x0b\x32\x19.drover.internal.AuthRuleJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04\":\n\x08\x41uthRule\x12\x14\n\x0cip_allowlist\x18\x01 \x03(\t\x12\x18\n\x10\x62ot_token_sha256\x18\x02 \x03(\t\"J\n\x0cSessionToken\x12\x32\n\x0bhmac_tagged\x18\x01 \x01(\x0b\x32\x1b.drover.internal.HmacTaggedH\x00\x42\x06\n\x04kind\"B\n\nHmacTagged\x12\x0f\n\x07session\x18\x01 \x01(\x0c\x12\x13\n\x0bhmac_sha256\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEBUGINFO']._serialized_start=278
   _globals['_DEBUGINFO']._serialized_end=333
   _globals['_BOTCONFIGSNAPSHOT']._serialized_start=335
-  _globals['_BOTCONFIGSNAPSHOT']._serialized_end=454
-  _globals['_SESSIONTOKEN']._serialized_start=456
-  _globals['_SESSIONTOKEN']._serialized_end=530
-  _globals['_HMACTAGGED']._serialized_start=532
-  _globals['_HMACTAGGED']._serialized_end=598
+  _globals['_BOTCONFIGSNAPSHOT']._serialized_end=459
+  _globals['_AUTHRULE']._serialized_start=461
+  _globals['_AUTHRULE']._serialized_end=519
+  _globals['_SESSIONTOKEN']._serialized_start=521
+  _globals['_SESSIONTOKEN']._serialized_end=595
+  _globals['_HMACTAGGED']._serialized_start=597
+  _globals['_HMACTAGGED']._serialized_end=663
 # @@protoc_insertion_point(module_scope)

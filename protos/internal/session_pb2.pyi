@@ -93,11 +93,37 @@ class BotConfigSnapshot(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUP_NAME_FIELD_NUMBER: _builtins.int
-    IP_ALLOWLIST_FIELD_NUMBER: _builtins.int
-    BOT_TOKEN_SHA256_FIELD_NUMBER: _builtins.int
     SYSTEM_SERVICE_ACCOUNT_FIELD_NUMBER: _builtins.int
+    AUTH_FIELD_NUMBER: _builtins.int
     group_name: _builtins.str
     system_service_account: _builtins.str
+    @_builtins.property
+    def auth(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuthRule]:
+        """The group's bots.cfg auth entries, in order."""
+
+    def __init__(
+        self,
+        *,
+        group_name: _builtins.str = ...,
+        system_service_account: _builtins.str = ...,
+        auth: _abc.Iterable[Global___AuthRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "group_name", b"group_name", "system_service_account", b"system_service_account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BotConfigSnapshot: _TypeAlias = BotConfigSnapshot  # noqa: Y015
+
+@_typing.final
+class AuthRule(_message.Message):
+    """One bots.cfg auth entry: every condition it sets must hold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IP_ALLOWLIST_FIELD_NUMBER: _builtins.int
+    BOT_TOKEN_SHA256_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ip_allowlist(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -105,18 +131,16 @@ class BotConfigSnapshot(_message.Message):
     def __init__(
         self,
         *,
-        group_name: _builtins.str = ...,
         ip_allowlist: _abc.Iterable[_builtins.str] | None = ...,
         bot_token_sha256: _abc.Iterable[_builtins.str] | None = ...,
-        system_service_account: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot_token_sha256", b"bot_token_sha256", "group_name", b"group_name", "ip_allowlist", b"ip_allowlist", "system_service_account", b"system_service_account"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot_token_sha256", b"bot_token_sha256", "ip_allowlist", b"ip_allowlist"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___BotConfigSnapshot: _TypeAlias = BotConfigSnapshot  # noqa: Y015
+Global___AuthRule: _TypeAlias = AuthRule  # noqa: Y015
 
 @_typing.final
 class SessionToken(_message.Message):

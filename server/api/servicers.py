@@ -5,6 +5,8 @@ The same objects serve HTTP/JSON (server/api/transcoder.py) and gRPC.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from google.api import httpbody_pb2
 from google.protobuf import timestamp_pb2
 
@@ -83,7 +85,12 @@ class TasksServicer:
 
 
 def _tri(value: int) -> bool | None:
-    return {common_pb2.TRUE: True, common_pb2.FALSE: False}.get(value)  # type: ignore[call-overload]
+    """A NullableBool as an optional filter."""
+    if value == common_pb2.TRUE:
+        return True
+    if value == common_pb2.FALSE:
+        return False
+    return None
 
 
 class BotsServicer:
@@ -124,7 +131,7 @@ class BotsServicer:
         )
 
 
-class ConfigStatus(ConfigSource):
+class ConfigStatus(ConfigSource, Protocol):
     """A config source that also knows the last refused edit (LiveConfig)."""
 
     @property

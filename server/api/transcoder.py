@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 from google.api import annotations_pb2, http_pb2, httpbody_pb2
-from google.protobuf import descriptor, json_format, message, symbol_database
+from google.protobuf import descriptor, json_format, message, message_factory
 
 from server.errors import InvalidRequest
 
@@ -68,7 +68,7 @@ def routes(service: descriptor.ServiceDescriptor, servicer: object) -> list[web.
 
 
 def _message_class(desc: descriptor.Descriptor) -> type[message.Message]:
-    cls: type[message.Message] = symbol_database.Default().GetPrototype(desc)
+    cls: type[message.Message] = message_factory.GetMessageClass(desc)
     return cls
 
 
@@ -88,7 +88,9 @@ def _handler(
         ctx = CallContext(peer=request.remote or "", headers=request.headers)
         reply = await impl(msg, ctx)
         if isinstance(reply, httpbody_pb2.HttpBody):
-            return web.Response(body=reply.data, content_type=reply.content_type or None)
+            mimetype, _, params = (reply.content_type or "application/octet-stream").partition(";")
+            charset = params.strip().removeprefix("charset=") or None
+            return web.Response(body=reply.data, content_type=mimetype.strip(), charset=charset)
         return web.Response(
             text=json.dumps(to_json(reply), separators=(",", ":")),
             content_type="application/json",
@@ -113,15 +115,14 @@ def _parse_json_body(raw: bytes, msg: message.Message) -> None:
 
 
 def _fill_from_query(msg: message.Message, query: Mapping[str, str]) -> None:
-    names = {k for k in query}
-    for name in names:
+    for name in set(query):
         values = query.getall(name) if hasattr(query, "getall") else [query[name]]
         _set_field(msg, name, list(values))
 
 
 def _set_field(msg: message.Message, name: str, values: list[str]) -> None:
     """Sets a scalar or repeated field from strings, with 400s that name the field."""
-    field = msg.DESCRIPTOR.fields_by_name.get(name)
+    field: descriptor.FieldDescriptor | None = msg.DESCRIPTOR.fields_by_name.get(name)  # type: ignore[assignment]
     if field is None or field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
         raise InvalidRequest(f"unknown parameter {name!r}")
     converted = [_convert(field, v) for v in values]
@@ -144,6 +145,7 @@ def _convert(field: descriptor.FieldDescriptor, value: str) -> Any:
                 raise ValueError(value)
             return value.lower() in ("true", "1")
         if kind == fd.TYPE_ENUM:
+            assert field.enum_type is not None, "an enum field has its enum type"
             enum_value = field.enum_type.values_by_name.get(value.upper())
             if enum_value is None:
                 names = ", ".join(v.name for v in field.enum_type.values)

@@ -41,6 +41,9 @@ class BotApiContext:
     notifier: Notifier
     server_version: str
     server_url: str
+    # How often a held poll re-checks the Store even without a notification:
+    # needed only when other server processes create tasks; 0 means never.
+    poll_recheck_secs: float = 0.0
 
     def admit(self, bot_id: str, creds: BotCredentials) -> tuple[ConfigSnapshot, BotGroup, str]:
         """Finds the bot's group and checks its credentials against it.

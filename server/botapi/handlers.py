@@ -79,7 +79,7 @@ async def bot_code_versioned(request: web.Request) -> web.StreamResponse:
 
 async def bot_code(request: web.Request) -> web.StreamResponse:
     """Redirects an admitted caller to the stable archive of its channel."""
-    bot_id = request.query.get("bot_id") or request.headers.get("X-Luci-Swarming-Bot-ID", "")
+    bot_id = request.query.get("bot_id") or request.headers.get("X-Luci-Swarming-Bot-ID") or ""
     ctx = request.app[BOT_SERVICE].context
     ctx.admit(bot_id or "unknown-bot", credentials(request))
     digest = request.app[BOTCODE].for_bot(bot_id).digest

@@ -9,6 +9,7 @@ loses its output (PROTOCOL.md 0.2.1 T3).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -158,10 +159,8 @@ class RunService:
                 r, now=now, message=message, client_error=req.client_error
             )
 
-        try:
+        with contextlib.suppress(TaskNotFound):
             await mutate(ctx.store, task_id, change)
-        except TaskNotFound:
-            pass
         return {"resp": 1}
 
     def _session(self, token: str | None, creds: BotCredentials) -> session_pb2.Session:

@@ -9,6 +9,8 @@ by itself (PROTOCOL.md 0.2.4 S2).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -29,6 +31,7 @@ from server.config.model import BotGroup, Settings
 from server.errors import Unauthenticated
 from server.model import Bot, BotDimensions, BotEvent, TaskResult
 from server.scheduler import manifest, transitions
+from server.scheduler.waiters import NEW_QUEUE, PollWaiters
 
 log = logging.getLogger("drover.botapi")
 
@@ -73,8 +76,14 @@ def sleep_duration(settings: Settings, state: dict[str, Any], rng: random.Random
 class BotService:
     """Answers the bot calls that are not about one run."""
 
-    def __init__(self, ctx: BotApiContext, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        ctx: BotApiContext,
+        waiters: PollWaiters | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self._ctx = ctx
+        self._waiters = waiters or PollWaiters()
         self._rng = rng or random.Random()
 
     @property
@@ -258,8 +267,11 @@ class BotService:
         if bot.quarantined or bot.maintenance:
             return self._sleep(settings.max_bot_sleep_time, quarantined=bool(bot.quarantined))
         result = await self._reserve(bot, settings, now)
+        if result is None and settings.long_poll_secs > 0:
+            result = await self._hold(bot, settings)
         if result is None:
             return self._sleep(sleep_duration(settings, req.report.state, self._rng))
+        now = self._ctx.clock.now()
         request = await self._ctx.store.get_request(result.task_id)
         assert request is not None, "a stored result always has its request"
         await self._ctx.store.put_bot(
@@ -272,6 +284,27 @@ class BotService:
             "cmd": "run",
             "manifest": manifest.build(request, result, bot, self._ctx.server_url),
         }
+
+    async def _hold(self, bot: Bot, settings: Settings) -> TaskResult | None:
+        """Holds an idle bot's poll until a task for it arrives or the hold ends.
+
+        The hold is measured on the event loop's clock, not the injected one:
+        it is about the transport (a stock bot drops a request after 60 s).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.long_poll_secs
+        recheck = self._ctx.poll_recheck_secs or settings.long_poll_secs
+        while (remaining := deadline - loop.time()) > 0:
+            keys = self._ctx.queues.queues_for(bot.bot_id, bot.dimensions)
+            with (
+                self._waiters.waiting([*keys, NEW_QUEUE]) as event,
+                contextlib.suppress(TimeoutError),
+            ):
+                await asyncio.wait_for(event.wait(), min(remaining, recheck))
+            result = await self._reserve(bot, settings, self._ctx.clock.now())
+            if result is not None:
+                return result
+        return None
 
     async def _reserve(self, bot: Bot, settings: Settings, now: float) -> TaskResult | None:
         keys = self._ctx.queues.queues_for(bot.bot_id, bot.dimensions)

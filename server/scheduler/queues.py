@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 
 from server.dimensions import matches, queue_key
 from server.model import BotDimensions, DimensionPairs, Queue
@@ -28,8 +29,10 @@ class _BotMatches:
 class QueueIndex:
     """In-memory index of queues and of the queues each bot matches."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, on_new: Callable[[str], None] | None = None) -> None:
         self._store = store
+        # Told the key of every queue that appears (held polls re-match on it).
+        self._on_new = on_new
         self._queues: dict[str, Queue] = {}
         # Queues in order of arrival; a bot's cache remembers how far it has checked.
         self._log: list[Queue] = []
@@ -78,3 +81,5 @@ class QueueIndex:
     def _add(self, queue: Queue) -> None:
         self._queues[queue.key] = queue
         self._log.append(queue)
+        if self._on_new is not None:
+            self._on_new(queue.key)

@@ -173,3 +173,88 @@ def cancel(result: TaskResult, *, now: float, kill_running: bool) -> TaskResult 
     if result.state is TaskState.RUNNING and kill_running and not result.killing:
         return dataclasses.replace(result, killing=True, modified_ts=now)
     return None
+
+
+def next_slice(
+    result: TaskResult, *, now: float, index: int, queue_key: str, expiration_ts: float
+) -> TaskResult:
+    """The current slice expired: the task waits in the queue of slice `index` instead."""
+    return dataclasses.replace(
+        result,
+        current_slice=index,
+        queue_key=queue_key,
+        expiration_ts=expiration_ts,
+        modified_ts=now,
+    )
+
+
+def expire(result: TaskResult, *, now: float) -> TaskResult:
+    """No slice was picked up in time."""
+    return dataclasses.replace(
+        result,
+        state=TaskState.EXPIRED,
+        abandoned_ts=now,
+        completed_ts=now,
+        modified_ts=now,
+        queue_key="",
+    )
+
+
+def release(result: TaskResult, *, now: float) -> TaskResult:
+    """An unconfirmed reservation timed out: the task goes back to its queue.
+
+    The try number goes back too, so the run that never started leaves no trace.
+    """
+    return dataclasses.replace(
+        result,
+        state=TaskState.PENDING,
+        try_number=result.try_number - 1,
+        bot_id="",
+        bot_dimensions={},
+        bot_version="",
+        started_ts=None,
+        reserved_until=None,
+        dead_after_ts=None,
+        modified_ts=now,
+    )
+
+
+def bot_died(result: TaskResult, *, now: float, retry_expiration_ts: float | None) -> TaskResult:
+    """The run missed its updates: KILLED if a kill was pending, else BOT_DIED or a new try.
+
+    With `retry_expiration_ts` the task goes back to its queue for another try.
+    """
+    if result.killing:
+        return dataclasses.replace(
+            result,
+            state=TaskState.KILLED,
+            exit_code=-1,
+            failure=True,
+            completed_ts=now,
+            abandoned_ts=now,
+            dead_after_ts=None,
+            modified_ts=now,
+        )
+    if retry_expiration_ts is not None:
+        return dataclasses.replace(
+            result,
+            state=TaskState.PENDING,
+            bot_id="",
+            bot_dimensions={},
+            started_ts=None,
+            dead_after_ts=None,
+            reserved_until=None,
+            expiration_ts=retry_expiration_ts,
+            modified_ts=now,
+        )
+    return dataclasses.replace(
+        result,
+        state=TaskState.BOT_DIED,
+        internal_failure=True,
+        failure=True,
+        completed_ts=now,
+        abandoned_ts=now,
+        dead_after_ts=None,
+        modified_ts=now,
+        error="the bot stopped sending updates",
+    )

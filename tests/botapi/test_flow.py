@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+from server.clock import FakeClock
 from tests.botapi.scripted import ScriptedBot, task_body
 from tests.conftest import ServerFactory
 
@@ -105,13 +106,16 @@ async def test_retried_poll_replays_the_same_run(make_server: ServerFactory) -> 
     assert other["manifest"]["task_id"] != first["manifest"]["task_id"]
 
 
-async def test_priority_then_age_decides_which_task_a_bot_gets(make_server: ServerFactory) -> None:
+async def test_priority_then_age_decides_which_task_a_bot_gets(
+    make_server: ServerFactory, clock: FakeClock
+) -> None:
     """The pending task with the lowest priority number goes first, then the oldest."""
     client = await make_server()
     bot = ScriptedBot(client)
     await bot.handshake()
     ids = []
     for priority in (100, 50, 50):
+        clock.advance(1)
         resp = await client.post("/api/v1/tasks", json=task_body(priority=priority))
         ids.append((await resp.json())["task_id"])
     got = []

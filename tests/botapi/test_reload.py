@@ -6,7 +6,7 @@ import pathlib
 
 from server.appkeys import CONFIG
 from tests.botapi.scripted import ScriptedBot
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, app_of
 
 
 async def test_group_dimension_edit_restarts_bots_and_reaches_polls(
@@ -14,7 +14,7 @@ async def test_group_dimension_edit_restarts_bots_and_reaches_polls(
 ) -> None:
     """Editing a group's dimensions answers bot_restart, then polls carry the new dimension."""
     client = await make_server()
-    config = client.server.app[CONFIG]
+    config = app_of(client)[CONFIG]
     bot = ScriptedBot(client)
     await bot.handshake()
     assert (await bot.poll())["cmd"] == "sleep"
@@ -28,7 +28,8 @@ async def test_group_dimension_edit_restarts_bots_and_reaches_polls(
     assert config.current.revision != old_revision
 
     answer = await bot.poll()
-    assert answer == {"cmd": "bot_restart", "message": "pick up new bots.cfg config"}
+    assert answer["cmd"] == "bot_restart"
+    assert answer["message"] == "pick up new bots.cfg config"
     hello = await bot.handshake()
     assert hello["bot_group_cfg"]["dimensions"] == {"foo": ["bar"], "pool": ["default"]}
     assert (await bot.poll())["cmd"] == "sleep"
@@ -42,7 +43,7 @@ async def test_invalid_edit_is_refused_and_old_config_keeps_serving(
 ) -> None:
     """A broken bots.cfg is refused with file and line; bots keep working on the old config."""
     client = await make_server()
-    config = client.server.app[CONFIG]
+    config = app_of(client)[CONFIG]
     bot = ScriptedBot(client)
     await bot.handshake()
     revision = config.current.revision

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import pytest
-from server.botcode import digest_of_zip
 
+from server.botcode import digest_of_zip
 from tests.botapi.scripted import BOT_API, ScriptedBot, task_body
 from tests.conftest import ServerFactory
 
@@ -80,7 +81,7 @@ async def test_bad_task_update_fields_are_400_and_write_nothing(
     await bot.handshake()
     await client.post("/api/v1/tasks", json=task_body())
     run_id = (await bot.poll())["manifest"]["task_id"]
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"output": "!!!", "output_chunk_start": 0}, "output"),
         ({"output": "aGk=", "output_chunk_start": -1}, "output_chunk_start"),
         ({"exit_code": "0", "duration": 1}, "exit_code"),

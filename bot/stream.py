@@ -1,0 +1,138 @@
+"""A task's merged output, buffered until the server has acknowledged it.
+
+The task's stdout+stderr pipe is drained by a reader thread into a buffer
+whose first byte sits at `offset`, the number of bytes the server already
+has. A `task_update` sends a prefix of the buffer at that offset and only
+an acknowledged update drops it, so a failed update is resent at the same
+offset with nothing lost (PROTOCOL.md 0.2.7 U2). The reader records when
+output last arrived, which is what the I/O timeout measures.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable, Tuple
+
+# A task that writes faster than the server accepts is paused (its pipe
+# fills) instead of growing the bot's memory without bound.
+MAX_BUFFER = 16 << 20
+READ_SIZE = 64 << 10
+
+
+class OutputStream:
+    """Output not yet acknowledged by the server, and when output last came."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, max_buffer: int = MAX_BUFFER
+    ) -> None:
+        self._clock = clock
+        self._max = max_buffer
+        self._cond = threading.Condition()
+        self._buf = bytearray()
+        self._offset = 0
+        self._eof = False
+        self._total = 0
+        self.last_output = clock()
+
+    @property
+    def offset(self) -> int:
+        """Bytes the server has acknowledged (the offset of the next chunk)."""
+        with self._cond:
+            return self._offset
+
+    @property
+    def total(self) -> int:
+        """Bytes received from the task so far."""
+        with self._cond:
+            return self._total
+
+    def pending(self) -> int:
+        """Bytes received but not acknowledged yet."""
+        with self._cond:
+            return len(self._buf)
+
+    def is_eof(self) -> bool:
+        """True once the pipe is closed (every writer is gone)."""
+        with self._cond:
+            return self._eof
+
+    def append(self, data: bytes) -> None:
+        """Adds output (from the reader, or the runner's own messages)."""
+        if not data:
+            return
+        with self._cond:
+            self._buf.extend(data)
+            self._total += len(data)
+            self.last_output = self._clock()
+            self._cond.notify_all()
+
+    def peek(self, limit: int) -> Tuple[int, bytes]:
+        """(offset, up to `limit` bytes) of the next chunk to send."""
+        with self._cond:
+            return self._offset, bytes(self._buf[:limit])
+
+    def ack(self, offset: int, size: int) -> None:
+        """Drops `size` bytes sent at `offset`, once the server has them."""
+        with self._cond:
+            if offset != self._offset:
+                raise ValueError(f"ack at {offset}, expected {self._offset}")
+            del self._buf[:size]
+            self._offset += size
+            self._cond.notify_all()
+
+    def wait(self, threshold: int, timeout: float) -> None:
+        """Returns once `threshold` bytes are pending, the pipe closed, or `timeout` passed."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._buf) >= threshold or self._eof, timeout)
+
+    def wait_eof(self, timeout: float) -> bool:
+        """Waits for the pipe to close; True if it did."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._eof, timeout)
+
+    def wake(self) -> None:
+        """Wakes `wait` callers (the process exited, say)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def pump(self, fd: int) -> None:
+        """Reads `fd` until end of file (the reader thread's body)."""
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: len(self._buf) < self._max)
+                data = os.read(fd, READ_SIZE)
+                if not data:
+                    break
+                self.append(data)
+        except OSError:
+            pass
+        finally:
+            with self._cond:
+                self._eof = True
+                self._cond.notify_all()
+
+    def start_reader(self, fd: int) -> threading.Thread:
+        """Starts draining `fd` in a daemon thread (a task's orphan holding
+        the pipe open must not keep the runner alive)."""
+        thread = threading.Thread(target=self.pump, args=(fd,), name="output-reader", daemon=True)
+        thread.start()
+        return thread
+
+
+def chunk_ready(
+    pending: int,
+    now: float,
+    last_send: float,
+    chunk_size: int,
+    output_interval: float,
+    heartbeat: float,
+) -> bool:
+    """Whether to send a task_update now (PROTOCOL.md 3.8 cadence)."""
+    if pending >= chunk_size:
+        return True
+    if pending and now - last_send >= output_interval:
+        return True
+    return now - last_send >= heartbeat

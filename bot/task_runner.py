@@ -1,0 +1,362 @@
+"""The task runner: a child process of the bot that runs one task's command.
+
+The bot writes `w/task_runner_in.json` and starts `<bot code> task_runner
+--in ... --out ...`; a crash here costs one task, never the bot. This
+process sends the first task_update before anything runs (a `must_stop`
+answer cancels the task, PROTOCOL.md 3.7 step 3), runs the command in a
+fresh `w/ir` in its own process group, streams its merged output at byte
+offsets (`stream.py`), lets `supervisor.py` enforce timeouts and stops,
+reports the completion, kills whatever the task left behind, and writes
+`--out` for the bot. An internal failure is written there as
+`internal_failure`: the bot turns it into a task_error.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from bot import remote as remote_mod
+from bot.remote import Remote, RemoteError
+from bot.stream import OutputStream, chunk_ready
+from bot.supervisor import Supervisor, kill_group
+
+log = logging.getLogger("drover_bot.task_runner")
+
+# Cadence of PROTOCOL.md 3.8: the largest chunk (the server accepts ~340 KB
+# bodies once base64-encoded), how long buffered output may wait, and the
+# heartbeat that keeps the run alive on the server when there is no output.
+CHUNK_SIZE = 250_000
+OUTPUT_INTERVAL = 3.0
+HEARTBEAT = 10.0
+# With no acknowledged update for this long the server has declared the run
+# dead (default bot_ping_tolerance_secs), so stop paying for it.
+CONTACT_LOST = 1200.0
+# After the command exits, how long orphans holding the pipe may keep
+# writing before the final update goes out without them.
+DRAIN_AFTER_EXIT = 1.0
+FINAL_ATTEMPTS = 3
+AUTH_RECHECK = 15.0
+
+
+class ManifestError(Exception):
+    """The manifest cannot be run as given."""
+
+
+class AuthFile:
+    """Credentials the bot keeps fresh in a file while the task runs."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        self._path = path
+        self._headers: Dict[str, str] = {}
+        self._checked = -AUTH_RECHECK
+
+    def headers(self) -> Dict[str, str]:
+        """The latest headers, re-read at most every 15 s."""
+        now = time.monotonic()
+        if self._path and now - self._checked >= AUTH_RECHECK:
+            self._checked = now
+            try:
+                with open(self._path, encoding="utf-8") as f:
+                    self._headers = dict(json.load(f).get("headers") or {})
+            except (OSError, ValueError) as e:
+                log.warning("cannot read %s: %s", self._path, e)
+        return self._headers
+
+
+def _number(manifest: Mapping[str, Any], key: str, default: float) -> float:
+    value = manifest.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ManifestError(f"manifest {key} must be a non-negative number, not {value!r}")
+    return float(value)
+
+
+def _inside(root: str, relative: str, what: str) -> str:
+    """`root/relative`, refusing paths that leave `root`."""
+    if os.path.isabs(relative) or os.path.normpath(relative).split(os.sep)[0] == "..":
+        raise ManifestError(f"{what} {relative!r} must be a path inside the run directory")
+    return os.path.normpath(os.path.join(root, relative))
+
+
+def task_environment(
+    manifest: Mapping[str, Any], base: Mapping[str, str], run_dir: str, extra: Mapping[str, str]
+) -> Dict[str, str]:
+    """The command's environment: `base`, the manifest's `env` (an empty value
+    removes the variable), `env_prefixes` prepended, then the SWARMING_* ones."""
+    env = dict(base)
+    for key, value in (manifest.get("env") or {}).items():
+        if value:
+            env[str(key)] = str(value)
+        else:
+            env.pop(str(key), None)
+    for key, paths in (manifest.get("env_prefixes") or {}).items():
+        prefix = [_inside(run_dir, str(p), "env_prefixes path") for p in paths or []]
+        if env.get(key):
+            prefix.append(env[key])
+        env[str(key)] = os.pathsep.join(prefix)
+    env.update(extra)
+    return env
+
+
+class TaskRun:
+    """One task, from the first update to the final one."""
+
+    def __init__(self, params: Mapping[str, Any], clock: Callable[[], float] = time.monotonic):
+        self.params = params
+        self.manifest: Dict[str, Any] = dict(params["manifest"])
+        self.task_id = str(self.manifest.get("task_id") or "")
+        self.bot_id = str(params["bot_id"])
+        self.clock = clock
+        # Monotonic time when the bot received the task (bot_overhead counts from it).
+        self.begin = clock() - max(
+            0.0, time.time() - float(params.get("started_ts") or time.time())
+        )
+        self.cost_usd_hour = float(params.get("cost_usd_hour") or 0.0)
+        self.auth = AuthFile(params.get("auth_file"))
+        self.remote = Remote(
+            str(params["server"]),
+            bot_id=self.bot_id,
+            version=str(params.get("version") or ""),
+            auth_headers=self.auth.headers,
+            session=params.get("session"),
+        )
+        self.stream = OutputStream(clock)
+        self.supervisor: Optional[Supervisor] = None
+        self.stop_reason: Optional[str] = None
+        self.reader: Optional[threading.Thread] = None
+        self.last_ack = clock()
+        self.result: Dict[str, Any] = {"final_reported": False}
+
+    # -- the protocol side ---------------------------------------------------
+
+    def cost(self) -> float:
+        """Cost so far, from the bot's advertised hourly cost."""
+        return round(self.cost_usd_hour * (self.clock() - self.begin) / 3600.0, 8)
+
+    def send(
+        self, fields: Mapping[str, Any], with_output: bool, budget: float
+    ) -> Optional[Dict[str, Any]]:
+        """One task_update; the chunk it carries is dropped only once acknowledged."""
+        body: Dict[str, Any] = {
+            "cost_usd": self.cost(),
+            "id": self.bot_id,
+            "session": self.remote.session,
+            "task_id": self.task_id,
+            **fields,
+        }
+        offset, data = self.stream.peek(CHUNK_SIZE) if with_output else (0, b"")
+        if data:
+            body["output"] = base64.b64encode(data).decode("ascii")
+            body["output_chunk_start"] = offset
+        try:
+            answer = self.remote.post_json(f"task_update/{self.task_id}", body, budget=budget)
+        except RemoteError as e:
+            log.warning("task_update failed (output kept for a retry): %s", e)
+            return None
+        if not answer:
+            log.warning("task_update answered an empty object: treated as a failure")
+            return None
+        if data:
+            self.stream.ack(offset, len(data))
+        self.last_ack = self.clock()
+        if answer.get("must_stop"):
+            self.request_stop(f"server: {answer.get('stop_reason') or 'must_stop'}")
+        self.result["session"] = self.remote.session
+        return answer
+
+    def request_stop(self, reason: str) -> None:
+        """Stops the command (now, or as soon as it has started)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.supervisor is not None:
+            self.supervisor.request_stop(reason)
+
+    # -- the task side -------------------------------------------------------
+
+    def run(self) -> Dict[str, Any]:
+        """Runs the task; returns the summary the bot reads from `--out`."""
+        command = self.manifest.get("command")
+        if not self.task_id:
+            raise ManifestError("manifest has no task_id")
+        if (
+            not command
+            or not isinstance(command, list)
+            or not all(isinstance(c, str) for c in command)
+        ):
+            raise ManifestError(
+                f"manifest command must be a non-empty list of strings: {command!r}"
+            )
+        hard = _number(self.manifest, "hard_timeout", 0.0)
+        io = _number(self.manifest, "io_timeout", 0.0)
+        grace = _number(self.manifest, "grace_period", 30.0)
+        run_dir = os.path.join(str(self.params["work_dir"]), "ir")
+        cwd = _inside(run_dir, str(self.manifest.get("relative_cwd") or "."), "relative_cwd")
+        env = task_environment(
+            self.manifest,
+            os.environ,
+            run_dir,
+            {
+                "SWARMING_BOT_ID": self.bot_id,
+                "SWARMING_HEADLESS": "1",
+                "SWARMING_SERVER": str(self.params["server"]),
+                "SWARMING_TASK_ID": self.task_id,
+            },
+        )
+        first = self.send({"cost_usd": 0}, with_output=False, budget=remote_mod.CALL_BUDGET)
+        if first is None:
+            raise ManifestError("Failed to contact server for the first task_update")
+        if first.get("must_stop"):
+            log.info("the server stopped the task before it started")
+            done = self.send({"canceled": True}, with_output=False, budget=remote_mod.CALL_BUDGET)
+            self.result.update(canceled=True, final_reported=done is not None)
+            return self.result
+        _fresh_dir(run_dir)
+        os.makedirs(cwd, exist_ok=True)
+        try:
+            self._execute(command, cwd, env, hard, io, grace)
+        finally:
+            if self.supervisor is not None:
+                # Nothing the task started may outlive it.
+                kill_group(self.supervisor.pgid, signal.SIGKILL)
+            if self.reader is not None:
+                # The group is dead, so the pipe closes unless something
+                # that left the group still holds it; the thread is a daemon.
+                self.reader.join(DRAIN_AFTER_EXIT)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return self.result
+
+    def _execute(
+        self,
+        command: List[str],
+        cwd: str,
+        env: Dict[str, str],
+        hard: float,
+        io: float,
+        grace: float,
+    ) -> None:
+        start = self.clock()
+        try:
+            proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as e:
+            # The task's own mistake (say a typo in the command): an ordinary failure.
+            self.stream.append(f"drover_bot: cannot start {command[0]!r}: {e}\n".encode())
+            self._finish(
+                {"exit_code": 1, "duration": 0.0, "hard_timeout": False, "io_timeout": False}
+            )
+            return
+        assert proc.stdout is not None
+        pid_file = self.params.get("pid_file")
+        if pid_file:
+            with open(str(pid_file), "w", encoding="ascii") as f:
+                f.write(str(proc.pid))
+        # The I/O timeout counts from the start of the command, not of the task.
+        self.stream.last_output = self.clock()
+        self.reader = self.stream.start_reader(proc.stdout.fileno())
+        sup = self.supervisor = Supervisor(
+            proc,
+            self.stream,
+            hard_timeout=hard,
+            io_timeout=io,
+            grace_period=grace,
+            clock=self.clock,
+        )
+        if self.stop_reason is not None:
+            sup.request_stop(self.stop_reason)
+        sup.start()
+        last_send = self.clock()
+        while sup.exited_at is None:
+            self.stream.wait(CHUNK_SIZE, 0.1)
+            now = self.clock()
+            if sup.exited_at is None and chunk_ready(
+                self.stream.pending(), now, last_send, CHUNK_SIZE, OUTPUT_INTERVAL, HEARTBEAT
+            ):
+                self.send({}, with_output=True, budget=remote_mod.CALL_BUDGET)
+                last_send = self.clock()
+            if self.clock() - self.last_ack > CONTACT_LOST:
+                sup.request_stop("no task_update acknowledged for too long")
+        sup.join()
+        self.stream.wait_eof(DRAIN_AFTER_EXIT)
+        exited = sup.exited_at or self.clock()
+        self._finish(
+            {
+                "exit_code": proc.returncode,
+                "duration": round(exited - start, 3),
+                "hard_timeout": sup.hard_timeout,
+                "io_timeout": sup.io_timeout,
+            }
+        )
+
+    def _finish(self, completion: Dict[str, Any]) -> None:
+        """Sends what is left of the output, then the completion with the last chunk."""
+        self.result.update(completion)
+        completion = dict(completion)
+        completion["bot_overhead"] = round(
+            max(0.0, self.clock() - self.begin - float(completion["duration"])), 3
+        )
+        failures = 0
+        while failures < FINAL_ATTEMPTS:
+            is_last = self.stream.pending() <= CHUNK_SIZE
+            if self.send(
+                completion if is_last else {}, with_output=True, budget=remote_mod.CALL_BUDGET
+            ):
+                failures = 0
+                if is_last:
+                    self.result["final_reported"] = True
+                    return
+            else:
+                failures += 1
+                time.sleep(OUTPUT_INTERVAL)
+        self.result["internal_failure"] = "Failed to report the task's completion to the server"
+
+
+def _fresh_dir(path: str) -> None:
+    if os.path.lexists(path):
+        shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+
+
+def main(in_path: str, out_path: str) -> int:
+    """Entry point of `task_runner`; 0 when `out_path` holds a summary."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s task_runner: %(message)s"
+    )
+    with open(in_path, encoding="utf-8") as f:
+        params = json.load(f)
+    run = TaskRun(params)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        # The bot is shutting down: stop the task, then report it as usual.
+        run.request_stop("the bot is shutting down")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        result = run.run()
+    except ManifestError as e:
+        result = {"internal_failure": str(e), "session": run.remote.session}
+    except Exception as e:
+        log.exception("task runner failed")
+        result = {"internal_failure": f"task_runner: {e!r}", "session": run.remote.session}
+    result.setdefault("session", run.remote.session)
+    tmp = out_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f, sort_keys=True)
+    os.replace(tmp, out_path)
+    return 0

@@ -1,0 +1,419 @@
+"""The embedded Store backend: one SQLite file in the state directory.
+
+Implements server.store.base.Store for a single server process. The schema
+and its migrations live in sqlite_schema; task results and output have
+helpers of their own (sqlite_results, sqlite_output). Records are kept as
+JSON made by server.store.codec, next to copies of the columns queries use.
+
+Threading: every call runs directly on the event loop thread, on the store's
+one connection. With WAL a call's SQLite work takes tens of microseconds,
+less than handing it to a thread pool would cost, and it keeps transactions
+simple: no call awaits while a transaction is open, so the calls of one
+store never interleave. The consequence is that a slow call stalls the whole
+server: an occasional WAL checkpoint syncs the file inside a write; a write
+waiting for another process's write lock blocks the loop for up to
+BUSY_TIMEOUT_MS (then fails with Unavailable); reading a large output copies
+it on the loop. Other processes may open the same file (an admin command, a
+test) and claims stay exclusive across them, but a fleet that needs several
+server processes should use the Datastore backend."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import heapq
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from server import errors
+from server.clock import Clock, SystemClock
+from server.model import Bot, BotEvent, BotQuery, Page, Queue, TaskQuery, TaskRequest, TaskResult
+from server.store import codec, sqlite_output, sqlite_schema
+from server.store.base import StaleWrite
+from server.store.cursor import decode as decode_cursor
+from server.store.cursor import encode as encode_cursor
+from server.store.sqlite_results import claim_candidate, queue_heads, store_result
+
+# Expired poll replies deleted per put_poll_reply: bounds the work a put does
+# while still outpacing the rate replies are added.
+POLL_REPLY_PURGE_BATCH = 100
+
+
+class SqliteStore:
+    """A Store in one SQLite file; see the module docstring for its threading."""
+
+    def __init__(self, db: sqlite3.Connection, clock: Clock) -> None:
+        """Wraps an open, migrated connection; use `open` instead."""
+        self._db = db
+        self._clock = clock
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> SqliteStore:
+        """Opens (creating or migrating) the database at `path`.
+
+        `clock` only decides when stored poll replies count as expired; pass
+        the server's clock so they expire on the same timeline they were
+        given. Raises SchemaTooNew for a database of a newer server.
+        """
+        return cls(sqlite_schema.connect(path), clock or SystemClock())
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The underlying connection, for diagnostics and SQLite-specific tests."""
+        return self._db
+
+    async def close(self) -> None:
+        """Closes the connection; closing twice is harmless."""
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taking the file's write lock at once."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise errors.Unavailable("the database is busy, try again") from e
+            raise
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: several queries see one snapshot."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    # Bots.
+
+    async def get_bot(self, bot_id: str) -> Bot | None:
+        """Returns the bot, or None if it was never seen."""
+        row = self._db.execute("SELECT data FROM bots WHERE bot_id = ?", (bot_id,)).fetchone()
+        return None if row is None else codec.loads(Bot, row[0])
+
+    async def put_bot(self, bot: Bot) -> None:
+        """Creates or replaces the bot record (last writer wins)."""
+        dims = json.dumps(bot.dimensions, sort_keys=True, separators=(",", ":"))
+        with self._write() as db:
+            old = db.execute("SELECT dimensions FROM bots WHERE bot_id = ?", (bot.bot_id,))
+            row = old.fetchone()
+            db.execute(
+                "INSERT INTO bots (bot_id, last_seen_ts, quarantined, busy, dimensions, data)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id) DO UPDATE SET"
+                " last_seen_ts = excluded.last_seen_ts, quarantined = excluded.quarantined,"
+                " busy = excluded.busy, dimensions = excluded.dimensions, data = excluded.data",
+                (
+                    bot.bot_id,
+                    bot.last_seen_ts,
+                    bool(bot.quarantined),
+                    bool(bot.task_id),
+                    dims,
+                    codec.dumps(bot),
+                ),
+            )
+            # Dimensions rarely change, while a bot is written on every poll.
+            if row is None or row[0] != dims:
+                db.execute("DELETE FROM bot_dimensions WHERE bot_id = ?", (bot.bot_id,))
+                db.executemany(
+                    "INSERT OR IGNORE INTO bot_dimensions (bot_id, key, value) VALUES (?, ?, ?)",
+                    [(bot.bot_id, k, v) for k, vs in bot.dimensions.items() for v in vs],
+                )
+
+    async def list_bots(self, query: BotQuery) -> Page[Bot]:
+        """Lists bots by ID, filtered as `query` says, paged by `query.cursor`.
+
+        A bot matches a requested dimension when it has the key with the
+        value, or with any of the values of an "a|b" alternative.
+        """
+        _check_limit(query.limit)
+        where: list[str] = []
+        args: list[Any] = []
+        if query.cursor:
+            where.append("bot_id > ?")
+            args.extend(decode_cursor("bots", query.cursor, str))
+        for key, value in query.dimensions:
+            values = value.split("|")
+            where.append(
+                "EXISTS (SELECT 1 FROM bot_dimensions d WHERE d.bot_id = bots.bot_id"
+                f" AND d.key = ? AND d.value IN ({_marks(values)}))"
+            )
+            args.extend([key, *values])
+        if query.quarantined is not None:
+            where.append("quarantined = ?")
+            args.append(query.quarantined)
+        if query.is_busy is not None:
+            where.append("busy = ?")
+            args.append(query.is_busy)
+        if query.is_dead is not None:
+            where.append("last_seen_ts < ?" if query.is_dead else "last_seen_ts >= ?")
+            args.append(query.dead_before)
+        rows = self._db.execute(
+            f"SELECT bot_id, data FROM bots {_where(where)} ORDER BY bot_id LIMIT ?",
+            (*args, query.limit + 1),
+        ).fetchall()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return Page(
+            items=[codec.loads(Bot, data) for _, data in rows],
+            cursor=encode_cursor("bots", rows[-1][0]) if more else "",
+        )
+
+    async def add_bot_event(self, event: BotEvent) -> None:
+        """Appends an event to the bot's history."""
+        self._db.execute(
+            "INSERT INTO bot_events (bot_id, ts, data) VALUES (?, ?, ?)",
+            (event.bot_id, event.ts, codec.dumps(event)),
+        )
+
+    async def list_bot_events(self, bot_id: str, limit: int, cursor: str = "") -> Page[BotEvent]:
+        """Lists a bot's events, newest first (events of one time in reverse order added)."""
+        _check_limit(limit)
+        where, args = ["bot_id = ?"], [bot_id]
+        if cursor:
+            where.append("(ts, id) < (?, ?)")
+            args.extend(decode_cursor("bot_events", cursor, float, int))
+        rows = self._db.execute(
+            f"SELECT ts, id, data FROM bot_events {_where(where)}"
+            " ORDER BY ts DESC, id DESC LIMIT ?",
+            (*args, limit + 1),
+        ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[codec.loads(BotEvent, data) for _, _, data in rows],
+            cursor=encode_cursor("bot_events", *rows[-1][:2]) if more else "",
+        )
+
+    # Poll replay.
+
+    async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
+        """Returns the answer stored for this poll, or None.
+
+        An expired answer stays readable until a later put purges it: the
+        caller's retries come within seconds, long before that matters.
+        """
+        row = self._db.execute(
+            "SELECT reply FROM poll_replies WHERE bot_id = ? AND request_uuid = ?",
+            (bot_id, request_uuid),
+        ).fetchone()
+        if row is None:
+            return None
+        reply: dict[str, Any] = json.loads(row[0])
+        return reply
+
+    async def put_poll_reply(
+        self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
+    ) -> None:
+        """Stores a poll's answer until `expires_ts`, and drops some expired ones."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO poll_replies (bot_id, request_uuid, expires_ts, reply)"
+                " VALUES (?, ?, ?, ?)",
+                (bot_id, request_uuid, expires_ts, json.dumps(reply, separators=(",", ":"))),
+            )
+            db.execute(
+                "DELETE FROM poll_replies WHERE rowid IN (SELECT rowid FROM poll_replies"
+                " WHERE expires_ts < ? LIMIT ?)",
+                (self._clock.now(), POLL_REPLY_PURGE_BATCH),
+            )
+
+    # Queues.
+
+    async def ensure_queue(self, queue: Queue) -> bool:
+        """Records a queue; returns True if it was not known before."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO queues (key, created_ts, data) VALUES (?, ?, ?)",
+            (queue.key, queue.created_ts, codec.dumps(queue)),
+        )
+        return cur.rowcount == 1
+
+    async def list_queues(self) -> list[Queue]:
+        """Returns every known queue, oldest first."""
+        rows = self._db.execute("SELECT data FROM queues ORDER BY created_ts, key")
+        return [codec.loads(Queue, data) for (data,) in rows]
+
+    # Tasks.
+
+    async def create_task(
+        self, request: TaskRequest, result: TaskResult
+    ) -> tuple[TaskResult, bool]:
+        """Stores a new task atomically: request, result and its place in its queue.
+
+        If `request.request_uuid` is set and a task with the same uuid exists,
+        stores nothing and returns (existing result, False); else (result, True).
+        Raises Conflict if a task with this ID exists.
+        """
+        if request.task_id != result.task_id:
+            raise ValueError(f"request {request.task_id} with result {result.task_id}")
+        with self._write() as db:
+            if request.request_uuid:
+                row = db.execute(
+                    "SELECT r.data FROM task_requests q JOIN task_results r USING (task_id)"
+                    " WHERE q.request_uuid = ?",
+                    (request.request_uuid,),
+                ).fetchone()
+                if row is not None:
+                    return codec.loads(TaskResult, row[0]), False
+            try:
+                db.execute(
+                    "INSERT INTO task_requests (task_id, request_uuid, data) VALUES (?, ?, ?)",
+                    (request.task_id, request.request_uuid, codec.dumps(request)),
+                )
+                store_result(db, result, old_tags=None)
+            except sqlite3.IntegrityError as e:
+                raise errors.Conflict(f"task {request.task_id} already exists") from e
+        return result, True
+
+    async def get_request(self, task_id: str) -> TaskRequest | None:
+        """Returns the request of a task by summary ID."""
+        row = self._db.execute(
+            "SELECT data FROM task_requests WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        return None if row is None else codec.loads(TaskRequest, row[0])
+
+    async def get_result(self, task_id: str) -> TaskResult | None:
+        """Returns the result of a task by summary ID."""
+        row = self._db.execute(
+            "SELECT data FROM task_results WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        return None if row is None else codec.loads(TaskResult, row[0])
+
+    async def update_result(self, result: TaskResult) -> TaskResult:
+        """Compare-and-set: writes `result` if the stored version is `result.version`.
+
+        Returns the stored record (version bumped). Raises StaleWrite when the
+        stored version differs, TaskNotFound when there is no such task.
+        """
+        with self._write() as db:
+            row = db.execute(
+                "SELECT version, tags FROM task_results WHERE task_id = ?", (result.task_id,)
+            ).fetchone()
+            if row is None:
+                raise errors.TaskNotFound(result.task_id)
+            version, tags = row
+            if version != result.version:
+                raise StaleWrite(
+                    f"task {result.task_id} is at version {version}, not {result.version}"
+                )
+            stored = dataclasses.replace(result, version=version + 1)
+            store_result(db, stored, old_tags=tags)
+        return stored
+
+    async def claim_next(
+        self,
+        queue_keys: Sequence[str],
+        now: float,
+        assign: Callable[[TaskResult], TaskResult | None],
+    ) -> TaskResult | None:
+        """Atomically hands the best dispatchable task of the given queues to a bot.
+
+        Reads only the heads of the queues (outside any transaction), merges
+        them best first, then re-reads each candidate under the write lock,
+        since another connection may have claimed it meanwhile.
+        """
+        keys = set(queue_keys)
+        heads = [queue_heads(self._db, key, now) for key in sorted(keys)]
+        for _priority, _created_ts, task_id in heapq.merge(*heads):
+            with self._write() as db:
+                claimed = claim_candidate(db, task_id, keys, now, assign)
+            if claimed is not None:
+                return claimed
+        return None
+
+    async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
+        """Lists tasks newest first, filtered as `query` says.
+
+        The created range is `created_after <= created_ts < created_before`.
+        """
+        _check_limit(query.limit)
+        where: list[str] = []
+        args: list[Any] = []
+        if query.cursor:
+            where.append("(created_ts, task_id) < (?, ?)")
+            args.extend(decode_cursor("tasks", query.cursor, float, str))
+        if query.states:
+            where.append(f"state IN ({_marks(query.states)})")
+            args.extend(sorted(s.value for s in query.states))
+        for tag in dict.fromkeys(query.tags):
+            where.append("task_id IN (SELECT task_id FROM task_tags WHERE tag = ?)")
+            args.append(tag)
+        if query.bot_id:
+            where.append("bot_id = ?")
+            args.append(query.bot_id)
+        if query.created_after is not None:
+            where.append("created_ts >= ?")
+            args.append(query.created_after)
+        if query.created_before is not None:
+            where.append("created_ts < ?")
+            args.append(query.created_before)
+        rows = self._db.execute(
+            f"SELECT created_ts, task_id, data FROM task_results {_where(where)}"
+            " ORDER BY created_ts DESC, task_id DESC LIMIT ?",
+            (*args, query.limit + 1),
+        ).fetchall()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return Page(
+            items=[codec.loads(TaskResult, data) for _, _, data in rows],
+            cursor=encode_cursor("tasks", *rows[-1][:2]) if more else "",
+        )
+
+    async def list_due(self, now: float, limit: int) -> list[TaskResult]:
+        """Returns active tasks with a deadline at or before `now`, earliest first."""
+        rows = self._db.execute(
+            "SELECT data FROM task_results WHERE due_ts <= ? ORDER BY due_ts, task_id LIMIT ?",
+            # A negative LIMIT would mean no limit to SQLite.
+            (now, max(limit, 0)),
+        )
+        return [codec.loads(TaskResult, data) for (data,) in rows]
+
+    # Output.
+
+    async def write_output(self, run_id: str, offset: int, data: bytes) -> None:
+        """Writes `data` at `offset`; writing the same bytes again changes nothing.
+
+        Bytes past MAX_OUTPUT_SIZE are dropped, but the size still grows to
+        the cap. An empty write changes nothing.
+        """
+        if offset < 0:
+            raise errors.InvalidRequest(f"output offset {offset} is negative")
+        if data:
+            with self._write() as db:
+                sqlite_output.write(db, run_id, offset, data)
+
+    async def read_output(self, run_id: str, offset: int = 0, length: int = -1) -> bytes:
+        """Reads output; holes read as zero bytes; length -1 reads to the end."""
+        if offset < 0 or length < -1:
+            raise errors.InvalidRequest(f"cannot read {length} bytes at offset {offset}")
+        with self._read() as db:
+            return sqlite_output.read(db, run_id, offset, length)
+
+    async def output_size(self, run_id: str) -> int:
+        """Returns the output's size: the end of the furthest write."""
+        return sqlite_output.size(self._db, run_id)
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise errors.InvalidRequest(f"page limit {limit} is not positive")
+
+
+def _marks(values: Sequence[object] | frozenset[object]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _where(conditions: list[str]) -> str:
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""

@@ -1,0 +1,231 @@
+"""End-to-end fixtures: a real `drover serve` process and real bots that downloaded
+their code from it. Everything listens on 127.0.0.1 and is killed at teardown."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class DroverServer:
+    """A running server process and a small synchronous client for its API."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, config_dir: pathlib.Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.config_dir = config_dir
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """Calls the client API and returns the decoded JSON answer."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            raw = resp.read()
+            if resp.headers.get_content_type() == "application/json":
+                return json.loads(raw)
+            return raw
+
+    def create_task(self, command: list[str], **extra: Any) -> str:
+        """Creates a task in pool `default`; returns its ID."""
+        props = extra.pop("properties", {})
+        body: dict[str, Any] = {
+            "name": "e2e",
+            "task_slices": [
+                {
+                    "expiration_secs": 600,
+                    "properties": {
+                        "command": command,
+                        "dimensions": [{"key": "pool", "value": "default"}],
+                        "execution_timeout_secs": 120,
+                        "grace_period_secs": 2,
+                        **props,
+                    },
+                }
+            ],
+            **extra,
+        }
+        task_id: str = self.call("POST", "/api/v1/tasks", body)["task_id"]
+        return task_id
+
+    def result(self, task_id: str) -> dict[str, Any]:
+        """The task's current result."""
+        result: dict[str, Any] = self.call("GET", f"/api/v1/tasks/{task_id}")
+        return result
+
+    def wait(
+        self, task_id: str, states: tuple[str, ...] | None = None, timeout: float = 60
+    ) -> dict[str, Any]:
+        """Waits until the task is in one of `states` (default: any final state)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.result(task_id)
+            done = (
+                result["state"] in states
+                if states
+                else result["state"]
+                not in (
+                    "PENDING",
+                    "RUNNING",
+                )
+            )
+            if done:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} still {result['state']} after {timeout}s")
+            time.sleep(0.2)
+
+    def log(self, task_id: str) -> bytes:
+        """The task's raw output."""
+        data: bytes = self.call("GET", f"/api/v1/tasks/{task_id}/log")
+        return data
+
+    def bot(self, bot_id: str) -> dict[str, Any]:
+        """The API's view of a bot."""
+        info: dict[str, Any] = self.call("GET", f"/api/v1/bots/{bot_id}")
+        return info
+
+    def events(self, bot_id: str) -> list[dict[str, Any]]:
+        """The bot's events, newest first."""
+        items: list[dict[str, Any]] = self.call("GET", f"/api/v1/bots/{bot_id}/events")["items"]
+        return items
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    """Polls `predicate` until true; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+E2E_SETTINGS = """
+long_poll_secs: 2
+bot_death_timeout_secs: 30
+max_bot_sleep_time: 1
+"""
+
+
+@pytest.fixture
+def drover(tmp_path: pathlib.Path) -> Iterator[DroverServer]:
+    """A `drover serve` process on a free loopback port with short timings."""
+    config_dir = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", config_dir, ignore=shutil.ignore_patterns("examples"))
+    (config_dir / "settings.cfg").write_text(E2E_SETTINGS)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--config-dir",
+            str(config_dir),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = DroverServer(proc, url, config_dir)
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/swarming/api/v1/bot/server_ping", timeout=1):
+                return True
+        except OSError:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            return False
+
+    wait_for(up, 30, "the server to start")
+    yield server
+    _stop(proc)
+    log.close()
+
+
+class BotProcess:
+    """A bot started from the zip its server served."""
+
+    def __init__(self, bot_id: str, workdir: pathlib.Path, proc: subprocess.Popen[bytes]) -> None:
+        self.bot_id = bot_id
+        self.workdir = workdir
+        self.proc = proc
+
+    def log(self) -> str:
+        """What the bot printed."""
+        return (self.workdir / "bot.out").read_text(errors="replace")
+
+
+@pytest.fixture
+def start_bot(drover: DroverServer, tmp_path: pathlib.Path) -> Iterator[Callable[..., BotProcess]]:
+    """Starts bots that download their code from the server, like a new machine would."""
+    bots: list[BotProcess] = []
+
+    def start(bot_id: str = "bot1", env: dict[str, str] | None = None) -> BotProcess:
+        workdir = tmp_path / "bots" / bot_id
+        workdir.mkdir(parents=True)
+        zip_path = workdir / "swarming_bot.zip"
+        with urllib.request.urlopen(f"{drover.url}/bot_code?bot_id={bot_id}", timeout=30) as r:
+            zip_path.write_bytes(r.read())
+        out = open(workdir / "bot.out", "wb")  # noqa: SIM115 - handed to the process
+        proc = subprocess.Popen(
+            [sys.executable, str(zip_path), "start_bot"],
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SWARMING_BOT_ID": bot_id, **(env or {})},
+            start_new_session=True,
+        )
+        out.close()
+        bot = BotProcess(bot_id, workdir, proc)
+        bots.append(bot)
+        return bot
+
+    yield start
+    for bot in bots:
+        _stop(bot.proc)

@@ -1,0 +1,501 @@
+"""The Store contract (server/store/base.py), run against every backend.
+
+Tests here go only through the Store protocol, so each new backend must
+pass them unchanged; what is specific to one backend lives in its own file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+
+from server.errors import InvalidRequest, TaskNotFound
+from server.model import Bot, BotEvent, BotQuery, Queue, TaskQuery, TaskResult, TaskState
+from server.store.base import MAX_OUTPUT_SIZE, OUTPUT_CHUNK_SIZE, StaleWrite, Store
+from tests.store.records import FAR, NOW, add_task, claim, make_task, take, task_id
+
+# Bots.
+
+
+async def test_get_bot_unknown(store: Store) -> None:
+    """A bot never stored reads as None."""
+    assert await store.get_bot("nope") is None
+
+
+async def test_put_bot_round_trip_and_replace(store: Store) -> None:
+    """put_bot stores the whole record and a second put replaces it."""
+    bot = Bot(
+        bot_id="b1",
+        dimensions={"os": ["Linux", "Ubuntu"]},
+        state={"disk": {"free": 3}, "ok": True},
+        last_seen_ts=NOW,
+    )
+    await store.put_bot(bot)
+    assert await store.get_bot("b1") == bot
+    newer = dataclasses.replace(bot, dimensions={"os": ["Mac"]}, version="v2")
+    await store.put_bot(newer)
+    assert await store.get_bot("b1") == newer
+
+
+async def test_list_bots_pages_by_id(store: Store) -> None:
+    """list_bots returns bots ordered by ID across pages; the last page has no cursor."""
+    for name in ["c", "a", "e", "b", "d"]:
+        await store.put_bot(Bot(bot_id=name))
+    seen: list[str] = []
+    cursor = ""
+    pages = 0
+    while True:
+        page = await store.list_bots(BotQuery(limit=2, cursor=cursor))
+        seen.extend(b.bot_id for b in page.items)
+        pages += 1
+        if not page.cursor:
+            break
+        cursor = page.cursor
+    assert seen == ["a", "b", "c", "d", "e"]
+    assert pages == 3
+
+
+async def test_list_bots_exact_page_has_no_cursor(store: Store) -> None:
+    """A listing that exactly fills its page reports no further page."""
+    for name in ["a", "b"]:
+        await store.put_bot(Bot(bot_id=name))
+    page = await store.list_bots(BotQuery(limit=2))
+    assert [b.bot_id for b in page.items] == ["a", "b"]
+    assert page.cursor == ""
+
+
+async def test_list_bots_dimension_filters(store: Store) -> None:
+    """A bot matches when it has every requested pair; "a|b" accepts either value."""
+    await store.put_bot(Bot(bot_id="lin", dimensions={"os": ["Linux"], "pool": ["p"]}))
+    await store.put_bot(Bot(bot_id="mac", dimensions={"os": ["Mac"], "pool": ["p"]}))
+    await store.put_bot(Bot(bot_id="win", dimensions={"os": ["Windows"], "pool": ["q"]}))
+
+    async def ids(*pairs: tuple[str, str]) -> list[str]:
+        page = await store.list_bots(BotQuery(dimensions=list(pairs)))
+        return [b.bot_id for b in page.items]
+
+    assert await ids(("os", "Linux")) == ["lin"]
+    assert await ids(("pool", "p")) == ["lin", "mac"]
+    assert await ids(("pool", "p"), ("os", "Mac")) == ["mac"]
+    assert await ids(("os", "Linux|Windows")) == ["lin", "win"]
+    assert await ids(("os", "Linux"), ("pool", "q")) == []
+    assert await ids(("gpu", "none")) == []
+
+
+async def test_list_bots_dimension_filter_follows_replacement(store: Store) -> None:
+    """After a bot's dimensions change, filters see only the new ones."""
+    await store.put_bot(Bot(bot_id="b", dimensions={"os": ["Linux"]}))
+    await store.put_bot(Bot(bot_id="b", dimensions={"os": ["Mac"]}))
+    old = await store.list_bots(BotQuery(dimensions=[("os", "Linux")]))
+    new = await store.list_bots(BotQuery(dimensions=[("os", "Mac")]))
+    assert old.items == []
+    assert [b.bot_id for b in new.items] == ["b"]
+
+
+async def test_list_bots_state_filters(store: Store) -> None:
+    """quarantined, is_busy and is_dead select on the bot's fields, both ways."""
+    await store.put_bot(Bot(bot_id="idle", last_seen_ts=NOW))
+    await store.put_bot(Bot(bot_id="quar", quarantined="broken disk", last_seen_ts=NOW))
+    await store.put_bot(Bot(bot_id="busy", task_id="abc1", last_seen_ts=NOW))
+    await store.put_bot(Bot(bot_id="dead", last_seen_ts=NOW - 1000))
+
+    async def ids(**kwargs: Any) -> list[str]:
+        page = await store.list_bots(BotQuery(**kwargs))
+        return [b.bot_id for b in page.items]
+
+    assert await ids(quarantined=True) == ["quar"]
+    assert await ids(quarantined=False) == ["busy", "dead", "idle"]
+    assert await ids(is_busy=True) == ["busy"]
+    assert await ids(is_busy=False) == ["dead", "idle", "quar"]
+    assert await ids(is_dead=True, dead_before=NOW - 10) == ["dead"]
+    assert await ids(is_dead=False, dead_before=NOW - 10) == ["busy", "idle", "quar"]
+
+
+async def test_list_bots_bad_cursor(store: Store) -> None:
+    """A cursor the store did not make is an InvalidRequest."""
+    with pytest.raises(InvalidRequest, match="cursor"):
+        await store.list_bots(BotQuery(cursor="not a cursor!"))
+
+
+async def test_bot_events_newest_first_and_paged(store: Store) -> None:
+    """A bot's events list newest first, paged, without other bots' events."""
+    for i in range(5):
+        await store.add_bot_event(BotEvent(bot_id="b1", ts=NOW + i, event_type=f"e{i}"))
+    await store.add_bot_event(BotEvent(bot_id="b2", ts=NOW + 9, event_type="other"))
+    first = await store.list_bot_events("b1", 3)
+    second = await store.list_bot_events("b1", 3, first.cursor)
+    assert [e.event_type for e in first.items] == ["e4", "e3", "e2"]
+    assert [e.event_type for e in second.items] == ["e1", "e0"]
+    assert second.cursor == ""
+
+
+async def test_bot_events_same_time_page_without_loss(store: Store) -> None:
+    """Events sharing a timestamp are neither lost nor repeated across pages."""
+    for i in range(4):
+        await store.add_bot_event(BotEvent(bot_id="b1", ts=NOW, event_type=f"e{i}"))
+    first = await store.list_bot_events("b1", 2)
+    second = await store.list_bot_events("b1", 2, first.cursor)
+    types = [e.event_type for e in first.items + second.items]
+    assert sorted(types) == ["e0", "e1", "e2", "e3"]
+
+
+async def test_bot_event_round_trip(store: Store) -> None:
+    """A listed event equals the one added."""
+    event = BotEvent(
+        bot_id="b1",
+        ts=NOW,
+        event_type="bot_connected",
+        message="hi",
+        dimensions={"os": ["Linux"]},
+        state={"n": [1, 2]},
+        quarantined="q",
+    )
+    await store.add_bot_event(event)
+    assert (await store.list_bot_events("b1", 10)).items == [event]
+
+
+async def test_bot_events_bad_cursor(store: Store) -> None:
+    """A cursor from another listing is an InvalidRequest."""
+    for name in "abc":
+        await store.put_bot(Bot(bot_id=name))
+    bots_cursor = (await store.list_bots(BotQuery(limit=1))).cursor
+    with pytest.raises(InvalidRequest):
+        await store.list_bot_events("a", 10, bots_cursor)
+
+
+# Poll replay.
+
+
+async def test_poll_reply_round_trip_keyed_by_bot_and_uuid(store: Store) -> None:
+    """A stored reply comes back for its (bot, uuid) only."""
+    reply = {"cmd": "run", "manifest": {"task_id": "x1"}, "session": "s"}
+    await store.put_poll_reply("b1", "u1", reply, FAR)
+    assert await store.get_poll_reply("b1", "u1") == reply
+    assert await store.get_poll_reply("b1", "u2") is None
+    assert await store.get_poll_reply("b2", "u1") is None
+
+
+async def test_poll_reply_kept_until_expiry(store: Store) -> None:
+    """Storing more replies keeps the unexpired ones."""
+    await store.put_poll_reply("b1", "u1", {"cmd": "run", "n": 1}, FAR)
+    await store.put_poll_reply("b1", "u2", {"cmd": "run", "n": 2}, FAR + 1)
+    assert await store.get_poll_reply("b1", "u1") == {"cmd": "run", "n": 1}
+    assert await store.get_poll_reply("b1", "u2") == {"cmd": "run", "n": 2}
+
+
+# Queues.
+
+
+async def test_ensure_queue_reports_novelty(store: Store) -> None:
+    """ensure_queue is True only the first time, and list_queues returns the queues."""
+    q1 = Queue(key="k1", dimensions=[("pool", "a")], created_ts=NOW)
+    q2 = Queue(key="k2", dimensions=[("os", "Linux|Mac"), ("pool", "a")], created_ts=NOW + 1)
+    assert await store.ensure_queue(q1)
+    assert not await store.ensure_queue(q1)
+    assert await store.ensure_queue(q2)
+    assert sorted(await store.list_queues(), key=lambda q: q.key) == [q1, q2]
+
+
+# Tasks.
+
+
+async def test_create_task_round_trip(store: Store) -> None:
+    """A created task's request and result read back equal."""
+    request, result = make_task(1, tags=("a:b",))
+    assert await store.create_task(request, result) == (result, True)
+    assert await store.get_request(request.task_id) == request
+    assert await store.get_result(request.task_id) == result
+
+
+async def test_get_unknown_task(store: Store) -> None:
+    """An unknown task ID reads as None."""
+    assert await store.get_request(task_id(9)) is None
+    assert await store.get_result(task_id(9)) is None
+
+
+async def test_create_task_deduplicates_request_uuid(store: Store) -> None:
+    """A second task with a known request_uuid stores nothing and returns the first."""
+    first = await add_task(store, 1, request_uuid="uuid-1")
+    got, created = await store.create_task(*make_task(2, request_uuid="uuid-1"))
+    assert (got, created) == (first, False)
+    assert await store.get_request(task_id(2)) is None
+    assert await claim(store) == task_id(1)
+    assert await claim(store) == ""
+
+
+async def test_create_task_without_uuid_never_deduplicates(store: Store) -> None:
+    """Tasks without a request_uuid are all stored."""
+    await add_task(store, 1)
+    await add_task(store, 2)
+    assert await store.get_result(task_id(2)) is not None
+
+
+async def test_update_result_bumps_version(store: Store) -> None:
+    """update_result stores the record with version + 1 and returns it."""
+    stored = await add_task(store, 1)
+    running = dataclasses.replace(stored, state=TaskState.RUNNING, bot_id="b1")
+    updated = await store.update_result(running)
+    assert updated == dataclasses.replace(running, version=stored.version + 1)
+    assert await store.get_result(task_id(1)) == updated
+
+
+async def test_update_result_stale_version(store: Store) -> None:
+    """A write based on an old version raises StaleWrite and changes nothing."""
+    stored = await add_task(store, 1)
+    first = await store.update_result(dataclasses.replace(stored, name="first"))
+    with pytest.raises(StaleWrite):
+        await store.update_result(dataclasses.replace(stored, name="second"))
+    assert await store.get_result(task_id(1)) == first
+
+
+async def test_update_result_unknown_task(store: Store) -> None:
+    """Updating a task that does not exist raises TaskNotFound."""
+    _, result = make_task(1)
+    with pytest.raises(TaskNotFound):
+        await store.update_result(result)
+
+
+async def test_claim_order(store: Store) -> None:
+    """Claims go by priority number, then age, then task ID."""
+    await add_task(store, 1, priority=200, created_ts=NOW - 50)
+    await add_task(store, 2, priority=100, created_ts=NOW - 10)
+    await add_task(store, 3, priority=100, created_ts=NOW - 20)
+    await add_task(store, 5, priority=100, created_ts=NOW - 5)
+    await add_task(store, 4, priority=100, created_ts=NOW - 5)
+    order = [await claim(store) for _ in range(6)]
+    assert order == [task_id(n) for n in (3, 2, 4, 5, 1)] + [""]
+
+
+async def test_claim_merges_queues(store: Store) -> None:
+    """The best task across all the given queues wins; other queues are not looked at."""
+    await add_task(store, 1, queue_key="a", priority=50)
+    await add_task(store, 2, queue_key="b", priority=10)
+    await add_task(store, 3, queue_key="c", priority=1)
+    assert await claim(store, keys=("a", "b")) == task_id(2)
+    assert await claim(store, keys=("a", "b")) == task_id(1)
+    assert await claim(store, keys=("a", "b")) == ""
+    assert await claim(store, keys=("c",)) == task_id(3)
+
+
+async def test_claim_stores_assigned_record(store: Store) -> None:
+    """The claimed record is stored with the version bumped and leaves the queue."""
+    stored = await add_task(store, 1)
+    got = await store.claim_next(["q1"], NOW, take("b1"))
+    assert got is not None
+    assert (got.state, got.bot_id, got.version) == (TaskState.RUNNING, "b1", stored.version + 1)
+    assert await store.get_result(task_id(1)) == got
+    assert await claim(store) == ""
+
+
+async def test_claim_skips_expired(store: Store) -> None:
+    """A task whose expiration_ts is not after `now` is not handed out."""
+    await add_task(store, 1, expiration_ts=NOW, priority=1)
+    await add_task(store, 2, expiration_ts=NOW + 1, priority=2)
+    assert await claim(store) == task_id(2)
+    assert await claim(store) == ""
+
+
+async def test_claim_skips_declined(store: Store) -> None:
+    """When assign returns None, the next candidate is offered and the declined one stays."""
+    for n in range(1, 21):
+        await add_task(store, n, priority=n)
+    offered: list[str] = []
+
+    def assign(r: TaskResult) -> TaskResult | None:
+        offered.append(r.task_id)
+        return None if r.priority < 15 else dataclasses.replace(r, state=TaskState.RUNNING)
+
+    got = await store.claim_next(["q1"], NOW, assign)
+    assert got is not None
+    assert got.task_id == task_id(15)
+    assert offered == [task_id(n) for n in range(1, 16)]
+    assert await claim(store) == task_id(1)
+
+
+async def test_claim_assign_error_leaves_task(store: Store) -> None:
+    """An exception in assign propagates and the task stays claimable."""
+    await add_task(store, 1)
+
+    def boom(r: TaskResult) -> TaskResult:
+        raise RuntimeError("assign failed")
+
+    with pytest.raises(RuntimeError, match="assign failed"):
+        await store.claim_next(["q1"], NOW, boom)
+    assert await claim(store) == task_id(1)
+
+
+async def test_claim_nothing(store: Store) -> None:
+    """Empty, unknown or absent queues give None."""
+    assert await claim(store) == ""
+    assert await claim(store, keys=()) == ""
+
+
+async def test_queue_place_follows_updates(store: Store) -> None:
+    """A paused or non-pending task leaves its queue; making it dispatchable requeues it."""
+    stored = await add_task(store, 1)
+    paused = await store.update_result(dataclasses.replace(stored, paused=True))
+    assert await claim(store) == ""
+    moved = dataclasses.replace(paused, paused=False, queue_key="q2")
+    back = await store.update_result(moved)
+    assert await claim(store, keys=("q1",)) == ""
+    assert await claim(store, keys=("q2",)) == task_id(1)
+    assert back.version == stored.version + 2
+
+
+async def test_concurrent_claims_are_exclusive(store: Store) -> None:
+    """Many claims at once hand each task to exactly one claimer."""
+    for n in range(1, 11):
+        await add_task(store, n)
+    got = await asyncio.gather(*(claim(store, f"bot{i}") for i in range(15)))
+    claimed = [t for t in got if t]
+    assert sorted(claimed) == [task_id(n) for n in range(1, 11)]
+    assert got.count("") == 5
+
+
+async def test_list_tasks_newest_first_paged(store: Store) -> None:
+    """Tasks list newest first across pages, ties broken by ID."""
+    for n in range(1, 6):
+        await add_task(store, n, created_ts=NOW + n // 2)
+    first = await store.list_tasks(TaskQuery(limit=3))
+    second = await store.list_tasks(TaskQuery(limit=3, cursor=first.cursor))
+    ids = [t.task_id for t in first.items + second.items]
+    assert ids == [task_id(n) for n in (5, 4, 3, 2, 1)]
+    assert second.cursor == ""
+
+
+async def test_list_tasks_filters(store: Store) -> None:
+    """States, tags (all of them), bot and created range each narrow the listing."""
+    await add_task(store, 1, tags=("os:linux", "team:a"), created_ts=NOW + 1)
+    await add_task(store, 2, tags=("os:linux",), created_ts=NOW + 2)
+    await add_task(
+        store, 3, tags=("team:a",), created_ts=NOW + 3, state=TaskState.COMPLETED, bot_id="b1"
+    )
+
+    async def ids(**kwargs: Any) -> list[str]:
+        page = await store.list_tasks(TaskQuery(**kwargs))
+        return [t.task_id for t in page.items]
+
+    assert await ids(states=frozenset({TaskState.PENDING})) == [task_id(2), task_id(1)]
+    assert await ids(states=frozenset({TaskState.COMPLETED, TaskState.PENDING})) == [
+        task_id(3),
+        task_id(2),
+        task_id(1),
+    ]
+    assert await ids(tags=["os:linux", "team:a"]) == [task_id(1)]
+    assert await ids(tags=["team:a"]) == [task_id(3), task_id(1)]
+    assert await ids(tags=["team:b"]) == []
+    assert await ids(bot_id="b1") == [task_id(3)]
+    assert await ids(created_after=NOW + 2) == [task_id(3), task_id(2)]
+    assert await ids(created_before=NOW + 2) == [task_id(1)]
+
+
+async def test_list_tasks_bad_cursor(store: Store) -> None:
+    """A damaged cursor is an InvalidRequest."""
+    with pytest.raises(InvalidRequest, match="cursor"):
+        await store.list_tasks(TaskQuery(cursor="%%%"))
+
+
+async def test_list_due(store: Store) -> None:
+    """Due are active tasks past a slice expiration, a liveness deadline or a reservation."""
+    await add_task(store, 1, expiration_ts=NOW - 1)
+    await add_task(store, 2, expiration_ts=NOW + 100)
+    await add_task(store, 3, state=TaskState.RUNNING, dead_after_ts=NOW - 5)
+    await add_task(store, 4, state=TaskState.RUNNING, reserved_until=NOW)
+    await add_task(store, 5, state=TaskState.RUNNING, reserved_until=NOW + 5)
+    await add_task(store, 6, state=TaskState.RUNNING, dead_after_ts=NOW + 5)
+    await add_task(store, 7, state=TaskState.COMPLETED, expiration_ts=NOW - 1)
+    await add_task(store, 8, expiration_ts=NOW - 1, paused=True)
+    due = await store.list_due(NOW, 100)
+    assert sorted(r.task_id for r in due) == [task_id(n) for n in (1, 3, 4, 8)]
+    assert len(await store.list_due(NOW, 2)) == 2
+
+
+async def test_list_due_follows_updates(store: Store) -> None:
+    """A task that completes is no longer due."""
+    stored = await add_task(store, 1, expiration_ts=NOW - 1)
+    await store.update_result(dataclasses.replace(stored, state=TaskState.EXPIRED))
+    assert await store.list_due(NOW, 10) == []
+
+
+# Output.
+
+
+async def test_output_round_trip(store: Store) -> None:
+    """Written output reads back whole and by range."""
+    await store.write_output("r1", 0, b"hello ")
+    await store.write_output("r1", 6, b"world")
+    assert await store.read_output("r1") == b"hello world"
+    assert await store.read_output("r1", 6) == b"world"
+    assert await store.read_output("r1", 2, 3) == b"llo"
+    assert await store.read_output("r1", 100) == b""
+    assert await store.output_size("r1") == 11
+
+
+async def test_output_unknown_run(store: Store) -> None:
+    """A run without output has size 0 and reads empty."""
+    assert await store.output_size("none") == 0
+    assert await store.read_output("none") == b""
+
+
+async def test_output_across_chunks(store: Store) -> None:
+    """A write straddling chunk boundaries reads back intact."""
+    data = bytes(range(256)) * (3 * OUTPUT_CHUNK_SIZE // 256)
+    offset = OUTPUT_CHUNK_SIZE - 7
+    await store.write_output("r1", offset, data)
+    assert await store.output_size("r1") == offset + len(data)
+    assert await store.read_output("r1", offset) == data
+    assert await store.read_output("r1", OUTPUT_CHUNK_SIZE - 2, 4) == data[5:9]
+
+
+async def test_output_rewrite_is_idempotent(store: Store) -> None:
+    """Writing the same bytes at the same offset again changes nothing."""
+    await store.write_output("r1", 0, b"abcdef")
+    await store.write_output("r1", 2, b"cd")
+    await store.write_output("r1", 0, b"abcdef")
+    assert await store.read_output("r1") == b"abcdef"
+    assert await store.output_size("r1") == 6
+
+
+async def test_output_overwrite_inside(store: Store) -> None:
+    """A write inside existing output replaces just its bytes."""
+    await store.write_output("r1", 0, b"aaaaaa")
+    await store.write_output("r1", 2, b"XY")
+    assert await store.read_output("r1") == b"aaXYaa"
+
+
+async def test_output_holes_read_as_zeros(store: Store) -> None:
+    """Bytes never written, even whole chunks, read as zeros."""
+    far = 2 * OUTPUT_CHUNK_SIZE + 10
+    await store.write_output("r1", 3, b"x")
+    await store.write_output("r1", far, b"end")
+    assert await store.output_size("r1") == far + 3
+    out = await store.read_output("r1")
+    assert out == b"\0\0\0x" + bytes(far - 4) + b"end"
+
+
+async def test_output_size_is_furthest_end(store: Store) -> None:
+    """An earlier write after a later one does not shrink the size."""
+    await store.write_output("r1", 10, b"late")
+    await store.write_output("r1", 0, b"ab")
+    assert await store.output_size("r1") == 14
+    assert await store.read_output("r1") == b"ab" + bytes(8) + b"late"
+
+
+async def test_output_capped(store: Store) -> None:
+    """Bytes past MAX_OUTPUT_SIZE are dropped and the size stops there."""
+    await store.write_output("r1", MAX_OUTPUT_SIZE - 3, b"abcdef")
+    assert await store.output_size("r1") == MAX_OUTPUT_SIZE
+    assert await store.read_output("r1", MAX_OUTPUT_SIZE - 3) == b"abc"
+    await store.write_output("r1", MAX_OUTPUT_SIZE + 5, b"gone")
+    assert await store.output_size("r1") == MAX_OUTPUT_SIZE
+
+
+async def test_outputs_are_per_run(store: Store) -> None:
+    """Runs' outputs are independent of each other."""
+    await store.write_output("r1", 0, b"one")
+    await store.write_output("r2", 0, b"two!")
+    assert await store.read_output("r1") == b"one"
+    assert await store.read_output("r2") == b"two!"
