@@ -108,7 +108,7 @@ async def create_app(
     app.add_routes(bot_handlers.routes())
     api = [
         (tasks_pb2.DESCRIPTOR.services_by_name["Tasks"], servicers.TasksServicer(tasks, config)),
-        (bots_pb2.DESCRIPTOR.services_by_name["Bots"], servicers.BotsServicer(fleet, clock)),
+        (bots_pb2.DESCRIPTOR.services_by_name["Bots"], servicers.BotsServicer(fleet, tasks, clock)),
         (
             server_pb2.DESCRIPTOR.services_by_name["Server"],
             servicers.ServerServicer(config, botcode, SERVER_VERSION),

@@ -90,6 +90,8 @@ class TaskRequest:
     request_uuid: str = ""
     max_retries: int = 0
     authenticated_as: str = ""
+    # A termination task: the bot it is pinned to gets `terminate` instead of a run.
+    is_termination: bool = False
 
     def slice_expiration_ts(self, index: int) -> float:
         """When slice `index` expires: cumulative from the request's creation."""

@@ -49,6 +49,11 @@ class BotsStub:
                 request_serializer=protos_dot_api_dot_bots__pb2.ListBotEventsRequest.SerializeToString,
                 response_deserializer=protos_dot_api_dot_bots__pb2.ListBotEventsResponse.FromString,
                 _registered_method=True)
+        self.TerminateBot = channel.unary_unary(
+                '/drover.api.v1.Bots/TerminateBot',
+                request_serializer=protos_dot_api_dot_bots__pb2.BotRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_bots__pb2.TerminateResponse.FromString,
+                _registered_method=True)
 
 
 class BotsServicer:
@@ -72,6 +77,13 @@ class BotsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TerminateBot(self, request, context):
+        """Asks the bot to exit once it is idle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BotsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +101,11 @@ def add_BotsServicer_to_server(servicer, server):
                     servicer.ListBotEvents,
                     request_deserializer=protos_dot_api_dot_bots__pb2.ListBotEventsRequest.FromString,
                     response_serializer=protos_dot_api_dot_bots__pb2.ListBotEventsResponse.SerializeToString,
+            ),
+            'TerminateBot': grpc.unary_unary_rpc_method_handler(
+                    servicer.TerminateBot,
+                    request_deserializer=protos_dot_api_dot_bots__pb2.BotRequest.FromString,
+                    response_serializer=protos_dot_api_dot_bots__pb2.TerminateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +189,33 @@ class Bots:
             '/drover.api.v1.Bots/ListBotEvents',
             protos_dot_api_dot_bots__pb2.ListBotEventsRequest.SerializeToString,
             protos_dot_api_dot_bots__pb2.ListBotEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TerminateBot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Bots/TerminateBot',
+            protos_dot_api_dot_bots__pb2.BotRequest.SerializeToString,
+            protos_dot_api_dot_bots__pb2.TerminateResponse.FromString,
             options,
             channel_credentials,
             insecure,

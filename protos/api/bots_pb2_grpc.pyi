@@ -34,6 +34,8 @@ class BotsStub:
     ListBots: _grpc.UnaryUnaryMultiCallable[_bots_pb2.ListBotsRequest, _bots_pb2.ListBotsResponse]
     GetBot: _grpc.UnaryUnaryMultiCallable[_bots_pb2.BotRequest, _bots_pb2.BotInfo]
     ListBotEvents: _grpc.UnaryUnaryMultiCallable[_bots_pb2.ListBotEventsRequest, _bots_pb2.ListBotEventsResponse]
+    TerminateBot: _grpc.UnaryUnaryMultiCallable[_bots_pb2.BotRequest, _bots_pb2.TerminateResponse]
+    """Asks the bot to exit once it is idle."""
 
 @_typing.type_check_only
 class BotsAsyncStub(BotsStub):
@@ -41,6 +43,8 @@ class BotsAsyncStub(BotsStub):
     ListBots: _aio.UnaryUnaryMultiCallable[_bots_pb2.ListBotsRequest, _bots_pb2.ListBotsResponse]  # type: ignore[assignment]
     GetBot: _aio.UnaryUnaryMultiCallable[_bots_pb2.BotRequest, _bots_pb2.BotInfo]  # type: ignore[assignment]
     ListBotEvents: _aio.UnaryUnaryMultiCallable[_bots_pb2.ListBotEventsRequest, _bots_pb2.ListBotEventsResponse]  # type: ignore[assignment]
+    TerminateBot: _aio.UnaryUnaryMultiCallable[_bots_pb2.BotRequest, _bots_pb2.TerminateResponse]  # type: ignore[assignment]
+    """Asks the bot to exit once it is idle."""
 
 class BotsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -63,5 +67,13 @@ class BotsServicer(metaclass=_abc_1.ABCMeta):
         request: _bots_pb2.ListBotEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_bots_pb2.ListBotEventsResponse, _abc.Awaitable[_bots_pb2.ListBotEventsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def TerminateBot(
+        self,
+        request: _bots_pb2.BotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bots_pb2.TerminateResponse, _abc.Awaitable[_bots_pb2.TerminateResponse]]:
+        """Asks the bot to exit once it is idle."""
 
 def add_BotsServicer_to_server(servicer: BotsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

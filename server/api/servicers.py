@@ -96,8 +96,9 @@ def _tri(value: int) -> bool | None:
 class BotsServicer:
     """drover.api.v1.Bots."""
 
-    def __init__(self, fleet: FleetService, clock: Clock) -> None:
+    def __init__(self, fleet: FleetService, tasks: TaskService, clock: Clock) -> None:
         self._fleet = fleet
+        self._tasks = tasks
         self._clock = clock
 
     async def ListBots(
@@ -129,6 +130,14 @@ class BotsServicer:
         return bots_pb2.ListBotEventsResponse(
             items=[convert.event_message(e) for e in page.items], cursor=page.cursor
         )
+
+    async def TerminateBot(
+        self, req: bots_pb2.BotRequest, ctx: CallContext
+    ) -> bots_pb2.TerminateResponse:
+        bot = await self._fleet.get_bot(req.bot_id)
+        task_id = await self._tasks.terminate_bot(bot)
+        await self._fleet.mark_terminating(bot.bot_id, task_id)
+        return bots_pb2.TerminateResponse(task_id=task_id)
 
 
 class ConfigStatus(ConfigSource, Protocol):

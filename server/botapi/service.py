@@ -185,7 +185,7 @@ class BotService:
             reply = await self._work_or_sleep(bot, req, settings, now)
         sess = session.refresh(sess, now=now, lifetime_secs=settings.session_lifetime_secs)
         reply["session"] = session.marshal(sess, ctx.keys)
-        if reply["cmd"] == "run" and req.request_uuid:
+        if reply["cmd"] in ("run", "terminate") and req.request_uuid:
             await ctx.store.put_poll_reply(
                 req.bot_id, req.request_uuid, reply, now + settings.poll_replay_secs
             )
@@ -277,6 +277,13 @@ class BotService:
         await self._ctx.store.put_bot(
             dataclasses.replace(bot, task_id=result.run_id, task_name=request.name)
         )
+        if request.is_termination:
+            await self._ctx.store.add_bot_event(
+                BotEvent(
+                    bot_id=bot.bot_id, ts=now, event_type="bot_terminate", task_id=result.run_id
+                )
+            )
+            return {"cmd": "terminate", "task_id": result.run_id}
         await self._ctx.store.add_bot_event(
             BotEvent(bot_id=bot.bot_id, ts=now, event_type="request_task", task_id=result.run_id)
         )

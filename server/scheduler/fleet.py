@@ -40,6 +40,11 @@ class FleetService:
         query = dataclasses.replace(query, dead_before=self._clock.now() - timeout)
         return await self._store.list_bots(query)
 
+    async def mark_terminating(self, bot_id: str, task_id: str) -> None:
+        """Records that the bot was asked to terminate (shown until it reconnects)."""
+        bot = await self.get_bot(bot_id)
+        await self._store.put_bot(dataclasses.replace(bot, termination_task_id=task_id))
+
     async def list_events(self, bot_id: str, limit: int, cursor: str) -> Page[BotEvent]:
         """Lists a bot's events, newest first."""
         _check_limit(limit)

@@ -15,7 +15,7 @@ from server import ids
 from server.clock import Clock
 from server.config.model import ConfigSnapshot
 from server.errors import Conflict, TaskNotFound
-from server.model import TaskRequest, TaskResult, TaskState
+from server.model import Bot, TaskProperties, TaskRequest, TaskResult, TaskSlice, TaskState
 from server.scheduler import requests, transitions
 from server.scheduler.queues import QueueIndex
 from server.store.base import StaleWrite, Store
@@ -113,6 +113,34 @@ class TaskService:
             return existing, stored
         self._notifier.notify(key)
         return request, stored
+
+    async def terminate_bot(self, bot: Bot) -> str:
+        """Queues a termination task pinned to `bot`; returns its ID.
+
+        Like Swarming, termination is a task: it waits for the bot to finish
+        what it runs, and the bot acknowledges it like a task it completed.
+        """
+        pool = (bot.dimensions.get("pool") or ["default"])[0]
+        draft = TaskRequest(
+            task_id="",
+            created_ts=0.0,
+            name=f"Terminate {bot.bot_id}",
+            priority=0,
+            slices=[
+                TaskSlice(
+                    properties=TaskProperties(
+                        command=["terminate"],
+                        dimensions=[("id", bot.bot_id), ("pool", pool)],
+                    ),
+                    expiration_secs=requests.MAX_EXPIRATION_SECS,
+                )
+            ],
+            tags=[f"terminate:{bot.bot_id}"],
+            bot_ping_tolerance_secs=requests.BOT_PING_TOLERANCE_RANGE[1],
+            is_termination=True,
+        )
+        request, _ = await self.create(draft)
+        return request.task_id
 
     async def get_result(self, task_id: str) -> TaskResult:
         """Returns a task's result. Raises TaskNotFound."""

@@ -139,3 +139,28 @@ async def test_bot_gets_only_tasks_matching_its_dimensions(make_server: ServerFa
     body["task_slices"][0]["properties"]["dimensions"][1]["value"] = "Windows|Linux"
     await client.post("/api/v1/tasks", json=body)
     assert (await bot.poll())["cmd"] == "run"
+
+
+async def test_terminate_waits_for_the_bot_and_completes_on_ack(
+    make_server: ServerFactory,
+) -> None:
+    """Terminating a bot makes its next poll answer terminate; the ack completes the task."""
+    client = await make_server()
+    bot = ScriptedBot(client)
+    await bot.handshake()
+    assert (await bot.poll())["cmd"] == "sleep"
+    other = ScriptedBot(client, bot_id="bot2", version=bot.version)
+    await other.handshake()
+    resp = await client.post("/api/v1/bots/bot1:terminate", json={})
+    assert resp.status == 200
+    task_id = (await resp.json())["task_id"]
+    assert (await (await client.get("/api/v1/bots/bot1")).json())["termination_requested"]
+    assert (await other.poll())["cmd"] == "sleep"
+    answer = await bot.poll()
+    assert answer["cmd"] == "terminate"
+    assert answer["task_id"] == task_id[:-1] + "1"
+    await bot.update(answer["task_id"], exit_code=0, duration=0)
+    result = await (await client.get(f"/api/v1/tasks/{task_id}")).json()
+    assert result["state"] == "COMPLETED"
+    missing = await client.post("/api/v1/bots/nobody:terminate", json={})
+    assert missing.status == 404
