@@ -18,7 +18,7 @@ from aiohttp import web
 from protos.api import bots_pb2, server_pb2, tasks_pb2
 from server import __version__
 from server.api import servicers, transcoder
-from server.appkeys import BOT_SERVICE, BOTCODE, CONFIG, RUN_SERVICE, SWEEPER, TASK_SERVICE
+from server.appkeys import BOT_SERVICE, BOTCODE, CONFIG, RUN_SERVICE, STORE, SWEEPER, TASK_SERVICE
 from server.auth.session import SessionKeys
 from server.botapi import handlers as bot_handlers
 from server.botapi.context import BotApiContext
@@ -105,6 +105,7 @@ async def create_app(
     app[BOT_SERVICE] = BotService(ctx, waiters)
     app[RUN_SERVICE] = RunService(ctx)
     app[TASK_SERVICE] = tasks
+    app[STORE] = store
     app.add_routes(bot_handlers.routes())
     api = [
         (tasks_pb2.DESCRIPTOR.services_by_name["Tasks"], servicers.TasksServicer(tasks, config)),

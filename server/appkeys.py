@@ -10,6 +10,7 @@ from server.botcode import BotCode
 from server.config.live import LiveConfig
 from server.scheduler.sweeper import Sweeper
 from server.scheduler.tasks import TaskService
+from server.store.base import Store
 
 CONFIG = web.AppKey("config", LiveConfig)
 BOTCODE = web.AppKey("botcode", BotCode)
@@ -17,3 +18,5 @@ BOT_SERVICE = web.AppKey("bot_service", BotService)
 RUN_SERVICE = web.AppKey("run_service", RunService)
 TASK_SERVICE = web.AppKey("task_service", TaskService)
 SWEEPER = web.AppKey("sweeper", Sweeper)
+# For diagnostics and tests only: handlers never touch the store.
+STORE = web.AppKey("store", Store)

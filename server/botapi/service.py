@@ -87,6 +87,11 @@ class BotService:
         self._rng = rng or random.Random()
 
     @property
+    def waiters(self) -> PollWaiters:
+        """The held polls (for metrics and tests)."""
+        return self._waiters
+
+    @property
     def context(self) -> BotApiContext:
         """The shared dependencies (the /bot_code handler admits callers with them)."""
         return self._ctx

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -112,8 +113,14 @@ class DroverServer:
         return info
 
     def events(self, bot_id: str) -> list[dict[str, Any]]:
-        """The bot's events, newest first."""
-        items: list[dict[str, Any]] = self.call("GET", f"/api/v1/bots/{bot_id}/events")["items"]
+        """The bot's events, newest first; none for a bot not seen yet."""
+        try:
+            page = self.call("GET", f"/api/v1/bots/{bot_id}/events")
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return []
+            raise
+        items: list[dict[str, Any]] = page["items"]
         return items
 
 
@@ -124,6 +131,34 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of `pid` (children first), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILLs a process and all its descendants, as if its machine died."""
+    for victim in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -228,4 +263,8 @@ def start_bot(drover: DroverServer, tmp_path: pathlib.Path) -> Iterator[Callable
 
     yield start
     for bot in bots:
+        tree = descendants(bot.proc.pid)
         _stop(bot.proc)
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

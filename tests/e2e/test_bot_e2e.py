@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import BotProcess, DroverServer, wait_for
+from tests.e2e.conftest import BotProcess, DroverServer, kill_tree, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -18,11 +18,12 @@ PY = sys.executable
 
 
 def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie waiting to be reaped."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _pid_file_written(path: pathlib.Path) -> int:
@@ -128,13 +129,14 @@ def test_cancel_running_and_pending(
 def test_kill_9_of_a_bot_ends_its_task_bot_died(
     drover: DroverServer, start_bot: Callable[..., BotProcess], tmp_path: pathlib.Path
 ) -> None:
-    """A bot killed with SIGKILL mid-task leaves its task BOT_DIED after the ping tolerance."""
+    """A bot machine dying mid-task (SIGKILL to the bot and every process it started)
+    leaves its task BOT_DIED after the ping tolerance."""
     bot = start_bot("bot1")
     script = "import time\nwhile True:\n    print('alive', flush=True)\n    time.sleep(0.5)\n"
     task_id = drover.create_task([PY, "-c", script], bot_ping_tolerance_secs=60)
     drover.wait(task_id, ("RUNNING",))
     wait_for(lambda: b"alive" in drover.log(task_id), 30, "output")
-    os.killpg(bot.proc.pid, signal.SIGKILL)
+    kill_tree(bot.proc.pid)
     result = drover.wait(task_id, timeout=90)
     assert result["state"] == "BOT_DIED"
 
