@@ -30,6 +30,7 @@ MODULES = (
     "dims",
     "hooks",
     "main",
+    "manifest",
     "remote",
     "runtime",
     "singleton",

@@ -275,6 +275,7 @@ def run(rt: runtime.Runtime) -> int:
     if rt.zip_path is not None and os.path.basename(rt.zip_path) == runtime.LKGBC_NAME:
         update.start_from_slot(rt, lock)
     setup_logging(rt.base_dir)
+    taskrun.clean_work_dir(rt.base_dir)
     log.info("starting bot %s from %s for %s", rt.version, rt.zip_path or rt.source_root, rt.server)
     ctx = BotContext(rt, threading.Event())
     bot = Bot(ctx, lock)

@@ -120,6 +120,22 @@ class Remote:
             raise RemoteError(f"{name}: server error: {answer['error']!r}", status)
         return answer
 
+    def task_error(self, task_id: str, message: str) -> bool:
+        """Reports an internal failure of run `task_id`; False if it could not be sent."""
+        body: Dict[str, Any] = {
+            "client_error": {"missing_cas": [], "missing_cipd": []},
+            "id": self.bot_id,
+            "message": message,
+            "session": self.session,
+            "task_id": task_id,
+        }
+        try:
+            self.post_json(f"task_error/{task_id}", body)
+        except RemoteError as e:
+            log.error("could not send task_error for %s: %s", task_id, e)
+            return False
+        return True
+
     # -- GET calls ----------------------------------------------------------
 
     def ping(self, budget: float = 0.0, timeout: float = ATTEMPT_TIMEOUT) -> bool:

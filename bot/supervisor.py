@@ -4,16 +4,19 @@ Runs in its own thread so that a slow `task_update` (the HTTP client may
 retry for minutes) never delays a timeout. The command runs in its own
 session (`start_new_session=True`), so its process ID is its process group
 ID and one `killpg` reaches every process it started, grandchildren
-included (PROTOCOL.md 3.9).
+included (PROTOCOL.md 3.9). On Linux the runner is also a child subreaper,
+so it can wait until those processes are really gone (reaped).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Callable, Optional
@@ -25,10 +28,59 @@ log = logging.getLogger("drover_bot.supervisor")
 TICK = 0.05
 
 
+# Linux prctl option: orphaned descendants are re-parented to this process
+# instead of init, so the runner can reap (and so account for) all of them.
+PR_SET_CHILD_SUBREAPER = 36
+
+
 def kill_group(pgid: int, sig: int) -> None:
     """Signals a whole process group; a group that is already gone is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def become_subreaper() -> bool:
+    """Makes the task's orphans this process's children (Linux); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _reap_children() -> None:
+    """Collects every child that has exited (orphans of the task, as a subreaper)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def end_group(pgid: int, timeout: float) -> bool:
+    """SIGKILLs the group and waits until none of it is left; True if it is gone.
+
+    A dead process still counts until its parent reaps it: as a subreaper
+    the runner reaps the task's orphans itself, so "gone" really means gone
+    by the time the completion is reported.
+    """
+    kill_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap_children()
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
 
 
 class Supervisor(threading.Thread):

@@ -6,9 +6,10 @@ process sends the first task_update before anything runs (a `must_stop`
 answer cancels the task, PROTOCOL.md 3.7 step 3), runs the command in a
 fresh `w/ir` in its own process group, streams its merged output at byte
 offsets (`stream.py`), lets `supervisor.py` enforce timeouts and stops,
-reports the completion, kills whatever the task left behind, and writes
+kills whatever the task left behind, reports the completion, and writes
 `--out` for the bot. An internal failure is written there as
-`internal_failure`: the bot turns it into a task_error.
+`internal_failure`: the bot turns it into a task_error. If the bot itself
+dies meanwhile, the runner stops the task and sends the task_error itself.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
+from bot import manifest
 from bot import remote as remote_mod
 from bot.remote import Remote, RemoteError
 from bot.stream import OutputStream, chunk_ready
-from bot.supervisor import Supervisor, kill_group
+from bot.supervisor import Supervisor, become_subreaper, end_group, kill_group
 
 log = logging.getLogger("drover_bot.task_runner")
 
@@ -40,15 +42,17 @@ HEARTBEAT = 10.0
 # With no acknowledged update for this long the server has declared the run
 # dead (default bot_ping_tolerance_secs), so stop paying for it.
 CONTACT_LOST = 1200.0
-# After the command exits, how long orphans holding the pipe may keep
-# writing before the final update goes out without them.
+# Once the task's group is gone, how long to wait for its output pipe to
+# close (a process that left the group may still hold it open).
 DRAIN_AFTER_EXIT = 1.0
 FINAL_ATTEMPTS = 3
+# How long the SIGKILLed remains of a task may take to disappear.
+GROUP_END_TIMEOUT = 2.0
 AUTH_RECHECK = 15.0
 
 
-class ManifestError(Exception):
-    """The manifest cannot be run as given."""
+class ReportError(Exception):
+    """The server could not be told about the task."""
 
 
 class AuthFile:
@@ -70,42 +74,6 @@ class AuthFile:
             except (OSError, ValueError) as e:
                 log.warning("cannot read %s: %s", self._path, e)
         return self._headers
-
-
-def _number(manifest: Mapping[str, Any], key: str, default: float) -> float:
-    value = manifest.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ManifestError(f"manifest {key} must be a non-negative number, not {value!r}")
-    return float(value)
-
-
-def _inside(root: str, relative: str, what: str) -> str:
-    """`root/relative`, refusing paths that leave `root`."""
-    if os.path.isabs(relative) or os.path.normpath(relative).split(os.sep)[0] == "..":
-        raise ManifestError(f"{what} {relative!r} must be a path inside the run directory")
-    return os.path.normpath(os.path.join(root, relative))
-
-
-def task_environment(
-    manifest: Mapping[str, Any], base: Mapping[str, str], run_dir: str, extra: Mapping[str, str]
-) -> Dict[str, str]:
-    """The command's environment: `base`, the manifest's `env` (an empty value
-    removes the variable), `env_prefixes` prepended, then the SWARMING_* ones."""
-    env = dict(base)
-    for key, value in (manifest.get("env") or {}).items():
-        if value:
-            env[str(key)] = str(value)
-        else:
-            env.pop(str(key), None)
-    for key, paths in (manifest.get("env_prefixes") or {}).items():
-        prefix = [_inside(run_dir, str(p), "env_prefixes path") for p in paths or []]
-        if env.get(key):
-            prefix.append(env[key])
-        env[str(key)] = os.pathsep.join(prefix)
-    env.update(extra)
-    return env
 
 
 class TaskRun:
@@ -133,6 +101,9 @@ class TaskRun:
         self.stream = OutputStream(clock)
         self.supervisor: Optional[Supervisor] = None
         self.stop_reason: Optional[str] = None
+        # The bot that started this runner; a different parent means it died.
+        self.bot_pid = os.getppid()
+        self.orphaned = False
         self.reader: Optional[threading.Thread] = None
         self.last_ack = clock()
         self.result: Dict[str, Any] = {"final_reported": False}
@@ -185,23 +156,9 @@ class TaskRun:
 
     def run(self) -> Dict[str, Any]:
         """Runs the task; returns the summary the bot reads from `--out`."""
-        command = self.manifest.get("command")
-        if not self.task_id:
-            raise ManifestError("manifest has no task_id")
-        if (
-            not command
-            or not isinstance(command, list)
-            or not all(isinstance(c, str) for c in command)
-        ):
-            raise ManifestError(
-                f"manifest command must be a non-empty list of strings: {command!r}"
-            )
-        hard = _number(self.manifest, "hard_timeout", 0.0)
-        io = _number(self.manifest, "io_timeout", 0.0)
-        grace = _number(self.manifest, "grace_period", 30.0)
         run_dir = os.path.join(str(self.params["work_dir"]), "ir")
-        cwd = _inside(run_dir, str(self.manifest.get("relative_cwd") or "."), "relative_cwd")
-        env = task_environment(
+        spec = manifest.parse(self.manifest, run_dir)
+        env = manifest.task_environment(
             self.manifest,
             os.environ,
             run_dir,
@@ -214,16 +171,16 @@ class TaskRun:
         )
         first = self.send({"cost_usd": 0}, with_output=False, budget=remote_mod.CALL_BUDGET)
         if first is None:
-            raise ManifestError("Failed to contact server for the first task_update")
+            raise ReportError("Failed to contact server for the first task_update")
         if first.get("must_stop"):
             log.info("the server stopped the task before it started")
             done = self.send({"canceled": True}, with_output=False, budget=remote_mod.CALL_BUDGET)
             self.result.update(canceled=True, final_reported=done is not None)
             return self.result
         _fresh_dir(run_dir)
-        os.makedirs(cwd, exist_ok=True)
+        os.makedirs(spec.cwd, exist_ok=True)
         try:
-            self._execute(command, cwd, env, hard, io, grace)
+            self._execute(spec, env)
         finally:
             if self.supervisor is not None:
                 # Nothing the task started may outlive it.
@@ -235,20 +192,12 @@ class TaskRun:
             shutil.rmtree(run_dir, ignore_errors=True)
         return self.result
 
-    def _execute(
-        self,
-        command: List[str],
-        cwd: str,
-        env: Dict[str, str],
-        hard: float,
-        io: float,
-        grace: float,
-    ) -> None:
+    def _execute(self, spec: manifest.TaskSpec, env: Dict[str, str]) -> None:
         start = self.clock()
         try:
             proc = subprocess.Popen(
-                command,
-                cwd=cwd,
+                spec.command,
+                cwd=spec.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -257,7 +206,7 @@ class TaskRun:
             )
         except OSError as e:
             # The task's own mistake (say a typo in the command): an ordinary failure.
-            self.stream.append(f"drover_bot: cannot start {command[0]!r}: {e}\n".encode())
+            self.stream.append(f"drover_bot: cannot start {spec.command[0]!r}: {e}\n".encode())
             self._finish(
                 {"exit_code": 1, "duration": 0.0, "hard_timeout": False, "io_timeout": False}
             )
@@ -273,9 +222,9 @@ class TaskRun:
         sup = self.supervisor = Supervisor(
             proc,
             self.stream,
-            hard_timeout=hard,
-            io_timeout=io,
-            grace_period=grace,
+            hard_timeout=spec.hard_timeout,
+            io_timeout=spec.io_timeout,
+            grace_period=spec.grace_period,
             clock=self.clock,
         )
         if self.stop_reason is not None:
@@ -292,17 +241,30 @@ class TaskRun:
                 last_send = self.clock()
             if self.clock() - self.last_ack > CONTACT_LOST:
                 sup.request_stop("no task_update acknowledged for too long")
+            if not self.orphaned and os.getppid() != self.bot_pid:
+                # The bot died (kill -9, OOM): nobody would read our result
+                # or clean up, so end the task now and say why.
+                self.orphaned = True
+                self.request_stop("the bot process died")
         sup.join()
+        # Whatever the task left running in its group goes now, before the
+        # completion is reported: a finished task has no process left.
+        if not end_group(sup.pgid, GROUP_END_TIMEOUT):
+            log.warning("process group %d is not gone after SIGKILL", sup.pgid)
         self.stream.wait_eof(DRAIN_AFTER_EXIT)
+        if self.orphaned:
+            self._report(None)
+            self.remote.task_error(self.task_id, "The bot process died during the task")
+            self.result["internal_failure"] = "the bot process died"
+            return
         exited = sup.exited_at or self.clock()
-        self._finish(
-            {
-                "exit_code": proc.returncode,
-                "duration": round(exited - start, 3),
-                "hard_timeout": sup.hard_timeout,
-                "io_timeout": sup.io_timeout,
-            }
-        )
+        completion: Dict[str, Any] = {
+            "exit_code": proc.returncode,
+            "duration": round(exited - start, 3),
+            "hard_timeout": sup.hard_timeout,
+            "io_timeout": sup.io_timeout,
+        }
+        self._finish(completion)
 
     def _finish(self, completion: Dict[str, Any]) -> None:
         """Sends what is left of the output, then the completion with the last chunk."""
@@ -311,20 +273,32 @@ class TaskRun:
         completion["bot_overhead"] = round(
             max(0.0, self.clock() - self.begin - float(completion["duration"])), 3
         )
+        if self._report(completion):
+            self.result["final_reported"] = True
+        else:
+            self.result["internal_failure"] = "Failed to report the task's completion to the server"
+
+    def _report(self, completion: Optional[Dict[str, Any]]) -> bool:
+        """Sends all buffered output; `completion` rides on the last chunk if given.
+
+        Gives up after FINAL_ATTEMPTS failures in a row (each one already
+        retried by the HTTP client); the unsent output is then lost.
+        """
         failures = 0
         while failures < FINAL_ATTEMPTS:
-            is_last = self.stream.pending() <= CHUNK_SIZE
-            if self.send(
-                completion if is_last else {}, with_output=True, budget=remote_mod.CALL_BUDGET
-            ):
+            pending = self.stream.pending()
+            is_last = pending <= CHUNK_SIZE
+            if is_last and completion is None and not pending:
+                return True
+            fields = completion if is_last and completion is not None else {}
+            if self.send(fields, with_output=True, budget=remote_mod.CALL_BUDGET):
                 failures = 0
                 if is_last:
-                    self.result["final_reported"] = True
-                    return
+                    return True
             else:
                 failures += 1
                 time.sleep(OUTPUT_INTERVAL)
-        self.result["internal_failure"] = "Failed to report the task's completion to the server"
+        return False
 
 
 def _fresh_dir(path: str) -> None:
@@ -341,15 +315,18 @@ def main(in_path: str, out_path: str) -> int:
     with open(in_path, encoding="utf-8") as f:
         params = json.load(f)
     run = TaskRun(params)
+    become_subreaper()
 
     def on_sigterm(signum: int, frame: object) -> None:
         # The bot is shutting down: stop the task, then report it as usual.
         run.request_stop("the bot is shutting down")
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C in the bot's terminal reaches the runner too (same process group).
+    signal.signal(signal.SIGINT, on_sigterm)
     try:
         result = run.run()
-    except ManifestError as e:
+    except (manifest.ManifestError, ReportError) as e:
         result = {"internal_failure": str(e), "session": run.remote.session}
     except Exception as e:
         log.exception("task runner failed")

@@ -89,17 +89,7 @@ def claim(ctx: BotContext, manifest: Dict[str, Any]) -> Optional[Dict[str, Any]]
 def send_task_error(ctx: BotContext, task_id: str, message: str) -> None:
     """Reports an internal failure of the run (the server ends it as BOT_DIED)."""
     log.error("task %s failed internally: %s", task_id, message)
-    body: Dict[str, Any] = {
-        "client_error": {"missing_cas": [], "missing_cipd": []},
-        "id": ctx.bot_id,
-        "message": message,
-        "session": ctx.remote.session,
-        "task_id": task_id,
-    }
-    try:
-        ctx.remote.post_json(f"task_error/{task_id}", body)
-    except RemoteError as e:
-        log.error("could not send task_error: %s", e)
+    ctx.remote.task_error(task_id, message)
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -166,13 +156,14 @@ def run_task(ctx: BotContext, manifest: Dict[str, Any]) -> None:
     if message:
         send_task_error(ctx, task_id, str(message))
     exit_code = result.get("exit_code")
+    summary = {k: v for k, v in result.items() if k != "session"}  # hooks get no credentials
     for error in ctx.hooks.call_both(
         "on_after_task",
         ctx.info,
         exit_code not in (None, 0),
         bool(message),
         manifest.get("dimensions") or {},
-        result,
+        summary,
     ):
         ctx.report_error(error)
     shutil.rmtree(work, ignore_errors=True)
@@ -186,6 +177,8 @@ def _run_runner(
     grace = _num(manifest, "grace_period", MIN_GRACE)
     limit = last_resort_timeout(manifest)
     start = time.monotonic()
+    # The runner stays in the bot's process group: whatever signals the
+    # whole bot (Ctrl-C, a service manager, `kill -9 -<pgid>`) reaches it too.
     with open(os.path.join(ctx.rt.base_dir, RUNNER_LOG), "wb") as runner_log:
         proc = subprocess.Popen(
             cmd,
@@ -193,7 +186,6 @@ def _run_runner(
             stdin=subprocess.DEVNULL,
             stdout=runner_log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
     forwarded = hung = False
     kill_at: Optional[float] = None
@@ -213,17 +205,17 @@ def _run_runner(
             kill_at = now + grace + STOP_MARGIN
         if limit is not None and not hung and now - start > limit:
             hung = True
-            kill_group(proc.pid, signal.SIGTERM)
+            proc.terminate()
             kill_at = now + HUNG_KILL_AFTER
         if kill_at is not None and now > kill_at:
-            kill_group(proc.pid, signal.SIGKILL)
+            proc.kill()
             kill_at = None
         if now - last_auth >= AUTH_REFRESH:
             last_auth = now
             _write_json(paths[AUTH_FILE], {"headers": ctx.remote_auth_headers()})
     if hung or code != 0:
         # The runner could not clean up after the command: do it here.
-        _kill_recorded_group(paths[PID_FILE])
+        kill_leftover_task(os.path.dirname(paths[PID_FILE]))
     if hung:
         return "task_runner hung"
     if code != 0:
@@ -231,10 +223,29 @@ def _run_runner(
     return None
 
 
-def _kill_recorded_group(pid_file: str) -> None:
+def kill_leftover_task(work: str) -> bool:
+    """Kills the process group of a task whose runner is gone; True if there was one.
+
+    The group ID comes from `w/command.pid`. Before killing, the group
+    leader's working directory must still be inside `w/`: after a host
+    reboot the same number may belong to an unrelated process.
+    """
     try:
-        with open(pid_file, encoding="ascii") as f:
+        with open(os.path.join(work, PID_FILE), encoding="ascii") as f:
             pgid = int(f.read().strip())
+        cwd = os.readlink(f"/proc/{pgid}/cwd")
     except (OSError, ValueError):
-        return
+        return False
+    if not cwd.startswith(os.path.join(os.path.realpath(work), "")):
+        return False
+    log.warning("killing process group %d left by a task (cwd %s)", pgid, cwd)
     kill_group(pgid, signal.SIGKILL)
+    return True
+
+
+def clean_work_dir(base_dir: str) -> None:
+    """At startup: stops a task a previous bot process left running, removes `w/`."""
+    work = os.path.join(base_dir, WORK_DIR)
+    if os.path.isdir(work):
+        kill_leftover_task(work)
+        shutil.rmtree(work, ignore_errors=True)

@@ -49,12 +49,14 @@ class BotProcess:
         """What the bot wrote to stdout and stderr so far."""
         return self.log_path.read_text(errors="replace")
 
-    def wait(self, timeout: float = 20.0) -> int:
-        """Waits for the bot to exit; its exit code."""
+    def wait(self, timeout: float = 20.0, expect: int | None = None) -> int:
+        """Waits for the bot to exit; its exit code (checked against `expect` if given)."""
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"bot still running after {timeout}s:\n{self.log()}") from None
+        assert expect is None or code == expect, f"exit code {code}:\n{self.log()}"
+        return code
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)

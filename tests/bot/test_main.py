@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pathlib
 import re
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
+from bot import archive
+from tests.bot import botzip
 from tests.bot.conftest import BOT_ID, StartBot, bot_env, wait_until
 from tests.bot.fakeserver import FakeServer, Recorded, manifest, sleep
 
@@ -93,10 +97,10 @@ def test_terminate_acks_the_task_and_exits(server: FakeServer, start_bot: StartB
     """terminate: task_update {exit_code 0, duration 0}, bot_shutdown, exit code 0."""
     server.polls.append({"cmd": "terminate", "task_id": T1})
     bot = start_bot()
-    assert bot.wait() == 0
+    bot.wait(expect=0)
     ack = server.updates(T1)[0].body
     assert (ack["exit_code"], ack["duration"]) == (0, 0)
-    assert server.of("event")[-1].body["event"] == "bot_shutdown"
+    assert server.of("event")[-1].body["event"] == "bot_shutdown", bot.log()
 
 
 def test_sigterm_while_idle_sends_bot_shutdown_and_exits_0(
@@ -107,8 +111,8 @@ def test_sigterm_while_idle_sends_bot_shutdown_and_exits_0(
     bot = start_bot()
     server.wait_for(lambda r: r.endpoint == "poll")
     bot.signal(signal.SIGTERM)
-    assert bot.wait() == 0
-    assert server.of("event")[-1].body["message"] == "Signal was received"
+    bot.wait(expect=0)
+    server.wait_event("bot_shutdown", "Signal was received", timeout=1)
 
 
 def test_sigterm_during_a_task_reports_it_then_exits(
@@ -121,7 +125,7 @@ def test_sigterm_during_a_task_reports_it_then_exits(
     server.wait_for(lambda r: r.endpoint == "task_update")
     wait_until(lambda: (bot.dir / "w" / "command.pid").exists())
     bot.signal(signal.SIGTERM)
-    assert bot.wait() == 0
+    bot.wait(expect=0)
     final = server.wait_final(T1, timeout=1)
     assert final.body["exit_code"] == -15
     assert not final.body["hard_timeout"]
@@ -219,3 +223,49 @@ def test_a_second_bot_in_the_same_directory_refuses_to_start(
     assert second.returncode == 3
     assert f"another bot (pid {bot.pid}) is already running" in second.stderr
     assert bot.proc.poll() is None
+
+
+def test_sigterm_abandons_a_held_poll(server: FakeServer, start_bot: StartBot) -> None:
+    """A poll the server holds open does not delay a SIGTERM shutdown."""
+
+    def held(rec: Recorded) -> dict[str, Any]:
+        time.sleep(30)
+        return sleep()
+
+    server.default_poll = held
+    bot = start_bot()
+    wait_until(lambda: server.of("handshake") != [])
+    time.sleep(0.5)  # the first poll is now held
+    started = time.monotonic()
+    bot.signal(signal.SIGTERM)
+    bot.wait(timeout=10, expect=0)
+    assert time.monotonic() - started < 5
+    assert server.wait_event("bot_shutdown", "Signal was received").body["event"] == "bot_shutdown"
+
+
+def test_a_bot_from_the_source_tree_runs_tasks(server: FakeServer, tmp_path: pathlib.Path) -> None:
+    """`python -m bot start_bot --server URL` handshakes with the source version and runs a task."""
+    expected = archive.content_digest(archive.source_members(str(botzip.BOT_DIR)))
+    server.run(manifest(T1, [sys.executable, "-c", "print('from source')"]))
+    workdir = tmp_path / "src-bot"
+    workdir.mkdir()
+    env = bot_env({"PYTHONPATH": str(botzip.BOT_DIR.parent), "DROVER_BOT_CONFIG": "/nonexistent"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "start_bot", "--server", server.url],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert server.wait_final(T1).body["exit_code"] == 0
+        assert server.output(T1) == b"from source\n"
+        assert server.of("handshake")[0].body["version"] == expected
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

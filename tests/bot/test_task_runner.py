@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import pathlib
+import signal
 import sys
 from typing import Any
 
@@ -222,3 +224,37 @@ def test_an_unrunnable_manifest_is_a_task_error(server: FakeServer, start_bot: S
     assert "command" in error.body["message"]
     assert error.body["client_error"] == {"missing_cas": [], "missing_cipd": []}
     assert server.updates(T1) == []
+
+
+def test_a_task_ends_when_its_bot_is_killed(
+    server: FakeServer, start_bot: StartBot, tmp_path: pathlib.Path
+) -> None:
+    """With the bot SIGKILLed alone, its runner stops the command and sends task_error."""
+    server.run(manifest(T1, ["sh", "-c", "echo started; sleep 1000"], grace_period=1))
+    bot = start_bot()
+    pid_file = bot.dir / "w" / "command.pid"
+    wait_until(lambda: pid_file.exists() and pid_file.read_text() != "")
+    command = int(pid_file.read_text())
+    bot.signal(signal.SIGKILL)
+    error = server.wait_for(lambda r: r.endpoint == "task_error")
+    assert "bot process died" in error.body["message"]
+    assert not any("exit_code" in r.body for r in server.updates(T1))
+    wait_until(lambda: not is_alive(command), timeout=5)
+
+
+def test_a_restarted_bot_kills_what_a_killed_bot_left_running(
+    server: FakeServer, start_bot: StartBot
+) -> None:
+    """After `kill -9` of the bot's whole process group, the next bot stops the orphaned task."""
+    server.run(manifest(T1, ["sh", "-c", "sleep 1000"], grace_period=1))
+    bot = start_bot()
+    pid_file = bot.dir / "w" / "command.pid"
+    wait_until(lambda: pid_file.exists() and pid_file.read_text() != "")
+    command = int(pid_file.read_text())
+    os.killpg(bot.pid, signal.SIGKILL)
+    bot.wait()
+    assert is_alive(command)
+    start_bot(build=False)
+    wait_until(lambda: not is_alive(command), timeout=10)
+    server.wait_for(lambda r: r.endpoint == "handshake" and len(server.of("handshake")) == 2)
+    assert not (bot.dir / "w").exists()

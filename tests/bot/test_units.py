@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bot import backoff, dims, stream, task_runner, taskrun
+from bot import backoff, dims, manifest, stream, taskrun
 
 
 def test_poll_backoff_first_retry_is_immediate_then_grows_to_a_cap() -> None:
@@ -90,7 +90,7 @@ def test_update_cadence() -> None:
 
 def test_task_environment() -> None:
     """Manifest env overrides (empty removes), prefixes are prepended, SWARMING_* win."""
-    env = task_runner.task_environment(
+    env = manifest.task_environment(
         {"env": {"A": "1", "DROP": ""}, "env_prefixes": {"PATH": ["bin", "x/y"], "NEW": ["z"]}},
         {"PATH": "/usr/bin", "DROP": "x", "KEEP": "k"},
         "/run",
@@ -108,8 +108,8 @@ def test_task_environment() -> None:
 @pytest.mark.parametrize("path", ["../up", "/abs"])
 def test_paths_may_not_leave_the_run_dir(path: str) -> None:
     """relative_cwd and env_prefixes entries must stay inside the run directory."""
-    with pytest.raises(task_runner.ManifestError, match="inside the run directory"):
-        task_runner.task_environment({"env_prefixes": {"PATH": [path]}}, {}, "/run", {})
+    with pytest.raises(manifest.ManifestError, match="inside the run directory"):
+        manifest.task_environment({"env_prefixes": {"PATH": [path]}}, {}, "/run", {})
 
 
 def test_last_resort_timeout() -> None:
@@ -121,3 +121,28 @@ def test_last_resort_timeout() -> None:
         {"hard_timeout": 10, "grace_period": 60, "io_timeout": 2000}
     ) == (10 + 180 + 2000)
     assert taskrun.last_resort_timeout({"hard_timeout": 0, "grace_period": 30}) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"task_id": ""}, "no task_id"),
+        ({"command": []}, "non-empty list of strings"),
+        ({"command": ["ls", 1]}, "non-empty list of strings"),
+        ({"hard_timeout": -1}, "hard_timeout must be a non-negative number"),
+        ({"io_timeout": "5"}, "io_timeout must be a non-negative number"),
+        ({"relative_cwd": "../x"}, "relative_cwd"),
+    ],
+)
+def test_unrunnable_manifests_are_refused(fields: dict[str, object], problem: str) -> None:
+    """parse names what is wrong with a manifest before anything runs."""
+    value: dict[str, object] = {"task_id": "t1", "command": ["true"], **fields}
+    with pytest.raises(manifest.ManifestError, match=problem):
+        manifest.parse(value, "/run")
+
+
+def test_manifest_defaults() -> None:
+    """Missing timeouts mean none; a missing grace period is the stock 30 s."""
+    spec = manifest.parse({"task_id": "t1", "command": ["true"], "relative_cwd": "a/b"}, "/run")
+    assert (spec.hard_timeout, spec.io_timeout, spec.grace_period) == (0.0, 0.0, 30.0)
+    assert spec.cwd == "/run/a/b"

@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from server.clock import FakeClock
-from server.errors import Unavailable
+from server.errors import Conflict, Unavailable
+from server.model import TaskQuery
 from server.store import sqlite as sqlite_module
 from server.store import sqlite_schema
 from server.store.base import OUTPUT_CHUNK_SIZE, StaleWrite
 from server.store.sqlite import SqliteStore
 from server.store.sqlite_results import QueueEntry, queue_heads
-from tests.store.records import NOW, add_task, claim, task_id
+from tests.store.records import NOW, add_task, claim, make_task, task_id
 
 Opener = Callable[..., Awaitable[SqliteStore]]
 
@@ -307,3 +308,23 @@ async def test_claim_skips_candidate_moved_meanwhile(
     race_after_heads(move)
     assert await claim(store, "bot1") == task_id(2)
     assert await claim(store, "bot1", keys=("q2",)) == task_id(1)
+
+
+async def test_duplicate_task_id_is_a_conflict(open_store: Opener) -> None:
+    """Creating a task whose ID exists raises Conflict and leaves the first task whole."""
+    store = await open_store()
+    first = await add_task(store, 1, tags=("a:b",))
+    with pytest.raises(Conflict, match="already exists"):
+        await store.create_task(*make_task(1, priority=1, tags=("c:d",)))
+    assert await store.get_result(task_id(1)) == first
+    page = await store.list_tasks(TaskQuery(tags=["c:d"]))
+    assert page.items == []
+
+
+async def test_close_twice_is_harmless(open_store: Opener) -> None:
+    """A closed store can be closed again, and refuses further calls."""
+    store = await open_store()
+    await store.close()
+    await store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        await store.get_bot("b1")
