@@ -142,6 +142,11 @@ class TaskResult:
     killing: bool = False
     paused: bool = False
     error: str = ""
+    # Set when the task completed successfully and may be reused by dedup:
+    # the hash of its slice's properties (server/scheduler/dedup.py).
+    properties_hash: str = ""
+    # The finished task this one reruns (`:retry`).
+    retry_of: str = ""
 
     @property
     def run_id(self) -> str:
@@ -180,6 +185,9 @@ class Bot:
     task_id: str = ""
     task_name: str = ""
     termination_task_id: str = ""
+    # Set by an admin through the API; they survive the bot's own reports.
+    admin_quarantine: str = ""
+    admin_maintenance: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

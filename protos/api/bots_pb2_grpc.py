@@ -49,6 +49,21 @@ class BotsStub:
                 request_serializer=protos_dot_api_dot_bots__pb2.ListBotEventsRequest.SerializeToString,
                 response_deserializer=protos_dot_api_dot_bots__pb2.ListBotEventsResponse.FromString,
                 _registered_method=True)
+        self.QuarantineBot = channel.unary_unary(
+                '/drover.api.v1.Bots/QuarantineBot',
+                request_serializer=protos_dot_api_dot_bots__pb2.BotControlRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_bots__pb2.BotInfo.FromString,
+                _registered_method=True)
+        self.UnquarantineBot = channel.unary_unary(
+                '/drover.api.v1.Bots/UnquarantineBot',
+                request_serializer=protos_dot_api_dot_bots__pb2.BotRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_bots__pb2.BotInfo.FromString,
+                _registered_method=True)
+        self.SetBotMaintenance = channel.unary_unary(
+                '/drover.api.v1.Bots/SetBotMaintenance',
+                request_serializer=protos_dot_api_dot_bots__pb2.BotControlRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_bots__pb2.BotInfo.FromString,
+                _registered_method=True)
         self.TerminateBot = channel.unary_unary(
                 '/drover.api.v1.Bots/TerminateBot',
                 request_serializer=protos_dot_api_dot_bots__pb2.BotRequest.SerializeToString,
@@ -77,6 +92,26 @@ class BotsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QuarantineBot(self, request, context):
+        """An admin quarantine: the bot gets no tasks until it is cleared.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnquarantineBot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBotMaintenance(self, request, context):
+        """Maintenance: no tasks, not an error. An empty message ends it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def TerminateBot(self, request, context):
         """Asks the bot to exit once it is idle.
         """
@@ -101,6 +136,21 @@ def add_BotsServicer_to_server(servicer, server):
                     servicer.ListBotEvents,
                     request_deserializer=protos_dot_api_dot_bots__pb2.ListBotEventsRequest.FromString,
                     response_serializer=protos_dot_api_dot_bots__pb2.ListBotEventsResponse.SerializeToString,
+            ),
+            'QuarantineBot': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuarantineBot,
+                    request_deserializer=protos_dot_api_dot_bots__pb2.BotControlRequest.FromString,
+                    response_serializer=protos_dot_api_dot_bots__pb2.BotInfo.SerializeToString,
+            ),
+            'UnquarantineBot': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnquarantineBot,
+                    request_deserializer=protos_dot_api_dot_bots__pb2.BotRequest.FromString,
+                    response_serializer=protos_dot_api_dot_bots__pb2.BotInfo.SerializeToString,
+            ),
+            'SetBotMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBotMaintenance,
+                    request_deserializer=protos_dot_api_dot_bots__pb2.BotControlRequest.FromString,
+                    response_serializer=protos_dot_api_dot_bots__pb2.BotInfo.SerializeToString,
             ),
             'TerminateBot': grpc.unary_unary_rpc_method_handler(
                     servicer.TerminateBot,
@@ -189,6 +239,87 @@ class Bots:
             '/drover.api.v1.Bots/ListBotEvents',
             protos_dot_api_dot_bots__pb2.ListBotEventsRequest.SerializeToString,
             protos_dot_api_dot_bots__pb2.ListBotEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuarantineBot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Bots/QuarantineBot',
+            protos_dot_api_dot_bots__pb2.BotControlRequest.SerializeToString,
+            protos_dot_api_dot_bots__pb2.BotInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnquarantineBot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Bots/UnquarantineBot',
+            protos_dot_api_dot_bots__pb2.BotRequest.SerializeToString,
+            protos_dot_api_dot_bots__pb2.BotInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBotMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Bots/SetBotMaintenance',
+            protos_dot_api_dot_bots__pb2.BotControlRequest.SerializeToString,
+            protos_dot_api_dot_bots__pb2.BotInfo.FromString,
             options,
             channel_credentials,
             insecure,

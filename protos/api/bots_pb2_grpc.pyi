@@ -34,6 +34,11 @@ class BotsStub:
     ListBots: _grpc.UnaryUnaryMultiCallable[_bots_pb2.ListBotsRequest, _bots_pb2.ListBotsResponse]
     GetBot: _grpc.UnaryUnaryMultiCallable[_bots_pb2.BotRequest, _bots_pb2.BotInfo]
     ListBotEvents: _grpc.UnaryUnaryMultiCallable[_bots_pb2.ListBotEventsRequest, _bots_pb2.ListBotEventsResponse]
+    QuarantineBot: _grpc.UnaryUnaryMultiCallable[_bots_pb2.BotControlRequest, _bots_pb2.BotInfo]
+    """An admin quarantine: the bot gets no tasks until it is cleared."""
+    UnquarantineBot: _grpc.UnaryUnaryMultiCallable[_bots_pb2.BotRequest, _bots_pb2.BotInfo]
+    SetBotMaintenance: _grpc.UnaryUnaryMultiCallable[_bots_pb2.BotControlRequest, _bots_pb2.BotInfo]
+    """Maintenance: no tasks, not an error. An empty message ends it."""
     TerminateBot: _grpc.UnaryUnaryMultiCallable[_bots_pb2.BotRequest, _bots_pb2.TerminateResponse]
     """Asks the bot to exit once it is idle."""
 
@@ -43,6 +48,11 @@ class BotsAsyncStub(BotsStub):
     ListBots: _aio.UnaryUnaryMultiCallable[_bots_pb2.ListBotsRequest, _bots_pb2.ListBotsResponse]  # type: ignore[assignment]
     GetBot: _aio.UnaryUnaryMultiCallable[_bots_pb2.BotRequest, _bots_pb2.BotInfo]  # type: ignore[assignment]
     ListBotEvents: _aio.UnaryUnaryMultiCallable[_bots_pb2.ListBotEventsRequest, _bots_pb2.ListBotEventsResponse]  # type: ignore[assignment]
+    QuarantineBot: _aio.UnaryUnaryMultiCallable[_bots_pb2.BotControlRequest, _bots_pb2.BotInfo]  # type: ignore[assignment]
+    """An admin quarantine: the bot gets no tasks until it is cleared."""
+    UnquarantineBot: _aio.UnaryUnaryMultiCallable[_bots_pb2.BotRequest, _bots_pb2.BotInfo]  # type: ignore[assignment]
+    SetBotMaintenance: _aio.UnaryUnaryMultiCallable[_bots_pb2.BotControlRequest, _bots_pb2.BotInfo]  # type: ignore[assignment]
+    """Maintenance: no tasks, not an error. An empty message ends it."""
     TerminateBot: _aio.UnaryUnaryMultiCallable[_bots_pb2.BotRequest, _bots_pb2.TerminateResponse]  # type: ignore[assignment]
     """Asks the bot to exit once it is idle."""
 
@@ -67,6 +77,29 @@ class BotsServicer(metaclass=_abc_1.ABCMeta):
         request: _bots_pb2.ListBotEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_bots_pb2.ListBotEventsResponse, _abc.Awaitable[_bots_pb2.ListBotEventsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def QuarantineBot(
+        self,
+        request: _bots_pb2.BotControlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bots_pb2.BotInfo, _abc.Awaitable[_bots_pb2.BotInfo]]:
+        """An admin quarantine: the bot gets no tasks until it is cleared."""
+
+    @_abc_1.abstractmethod
+    def UnquarantineBot(
+        self,
+        request: _bots_pb2.BotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bots_pb2.BotInfo, _abc.Awaitable[_bots_pb2.BotInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def SetBotMaintenance(
+        self,
+        request: _bots_pb2.BotControlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bots_pb2.BotInfo, _abc.Awaitable[_bots_pb2.BotInfo]]:
+        """Maintenance: no tasks, not an error. An empty message ends it."""
 
     @_abc_1.abstractmethod
     def TerminateBot(

@@ -325,6 +325,7 @@ class TaskResultResponse(_message.Message):
     IO_TIMEOUT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     OUTPUT_SIZE_FIELD_NUMBER: _builtins.int
+    RETRY_OF_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     run_id: _builtins.str
     state: Global___TaskState.ValueType
@@ -347,6 +348,8 @@ class TaskResultResponse(_message.Message):
     io_timeout: _builtins.bool
     error: _builtins.str
     output_size: _builtins.int
+    retry_of: _builtins.str
+    """The task this one reran (`:retry`)."""
     @_builtins.property
     def bot_dimensions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.StringListPair]: ...
     @_builtins.property
@@ -393,10 +396,11 @@ class TaskResultResponse(_message.Message):
         io_timeout: _builtins.bool = ...,
         error: _builtins.str = ...,
         output_size: _builtins.int = ...,
+        retry_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["abandoned_ts", b"abandoned_ts", "completed_ts", b"completed_ts", "created_ts", b"created_ts", "modified_ts", b"modified_ts", "started_ts", b"started_ts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned_ts", b"abandoned_ts", "bot_dimensions", b"bot_dimensions", "bot_id", b"bot_id", "bot_version", b"bot_version", "completed_ts", b"completed_ts", "cost_usd", b"cost_usd", "created_ts", b"created_ts", "current_task_slice", b"current_task_slice", "deduped_from", b"deduped_from", "duration", b"duration", "error", b"error", "exit_code", b"exit_code", "failure", b"failure", "hard_timeout", b"hard_timeout", "internal_failure", b"internal_failure", "io_timeout", b"io_timeout", "killing", b"killing", "modified_ts", b"modified_ts", "name", b"name", "output_size", b"output_size", "paused", b"paused", "priority", b"priority", "run_id", b"run_id", "started_ts", b"started_ts", "state", b"state", "tags", b"tags", "task_id", b"task_id", "try_number", b"try_number", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned_ts", b"abandoned_ts", "bot_dimensions", b"bot_dimensions", "bot_id", b"bot_id", "bot_version", b"bot_version", "completed_ts", b"completed_ts", "cost_usd", b"cost_usd", "created_ts", b"created_ts", "current_task_slice", b"current_task_slice", "deduped_from", b"deduped_from", "duration", b"duration", "error", b"error", "exit_code", b"exit_code", "failure", b"failure", "hard_timeout", b"hard_timeout", "internal_failure", b"internal_failure", "io_timeout", b"io_timeout", "killing", b"killing", "modified_ts", b"modified_ts", "name", b"name", "output_size", b"output_size", "paused", b"paused", "priority", b"priority", "retry_of", b"retry_of", "run_id", b"run_id", "started_ts", b"started_ts", "state", b"state", "tags", b"tags", "task_id", b"task_id", "try_number", b"try_number", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -545,3 +549,135 @@ class CancelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelResponse: _TypeAlias = CancelResponse  # noqa: Y015
+
+@_typing.final
+class TaskReprioritizeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    priority: _builtins.int
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["priority", b"priority", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskReprioritizeRequest: _TypeAlias = TaskReprioritizeRequest  # noqa: Y015
+
+@_typing.final
+class TaskControlResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    TASK_RESULT_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """Whether the request changed anything."""
+    @_builtins.property
+    def task_result(self) -> Global___TaskResultResponse: ...
+    def __init__(
+        self,
+        *,
+        changed: _builtins.bool = ...,
+        task_result: Global___TaskResultResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task_result", b"task_result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "task_result", b"task_result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskControlResponse: _TypeAlias = TaskControlResponse  # noqa: Y015
+
+@_typing.final
+class PendingSliceInfo(_message.Message):
+    """Why a task is still pending, slice by slice (DESIGN.md 4.2)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    IDLE_BOTS_FIELD_NUMBER: _builtins.int
+    BUSY_BOTS_FIELD_NUMBER: _builtins.int
+    QUARANTINED_BOTS_FIELD_NUMBER: _builtins.int
+    DEAD_BOTS_FIELD_NUMBER: _builtins.int
+    UNMATCHED_DIMENSIONS_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    EXPIRATION_TS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    current: _builtins.bool
+    """True for the slice the task waits on now."""
+    idle_bots: _builtins.int
+    """Live bots (seen within the bot death timeout) that match, by state."""
+    busy_bots: _builtins.int
+    quarantined_bots: _builtins.int
+    dead_bots: _builtins.int
+    """Bots that match but are dead."""
+    queue_position: _builtins.int
+    """Tasks ahead of this one in its queue (current slice only)."""
+    @_builtins.property
+    def dimensions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.StringPair]: ...
+    @_builtins.property
+    def unmatched_dimensions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Requested "key:value" pairs that no live bot has."""
+
+    @_builtins.property
+    def expiration_ts(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        current: _builtins.bool = ...,
+        dimensions: _abc.Iterable[_common_pb2.StringPair] | None = ...,
+        idle_bots: _builtins.int = ...,
+        busy_bots: _builtins.int = ...,
+        quarantined_bots: _builtins.int = ...,
+        dead_bots: _builtins.int = ...,
+        unmatched_dimensions: _abc.Iterable[_builtins.str] | None = ...,
+        queue_position: _builtins.int = ...,
+        expiration_ts: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiration_ts", b"expiration_ts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy_bots", b"busy_bots", "current", b"current", "dead_bots", b"dead_bots", "dimensions", b"dimensions", "expiration_ts", b"expiration_ts", "idle_bots", b"idle_bots", "index", b"index", "quarantined_bots", b"quarantined_bots", "queue_position", b"queue_position", "unmatched_dimensions", b"unmatched_dimensions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingSliceInfo: _TypeAlias = PendingSliceInfo  # noqa: Y015
+
+@_typing.final
+class PendingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    SLICES_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    state: Global___TaskState.ValueType
+    paused: _builtins.bool
+    @_builtins.property
+    def slices(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingSliceInfo]: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        state: Global___TaskState.ValueType = ...,
+        paused: _builtins.bool = ...,
+        slices: _abc.Iterable[Global___PendingSliceInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["paused", b"paused", "slices", b"slices", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingResponse: _TypeAlias = PendingResponse  # noqa: Y015

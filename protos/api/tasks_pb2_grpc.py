@@ -65,6 +65,36 @@ class TasksStub:
                 request_serializer=protos_dot_api_dot_tasks__pb2.TaskCancelRequest.SerializeToString,
                 response_deserializer=protos_dot_api_dot_tasks__pb2.CancelResponse.FromString,
                 _registered_method=True)
+        self.PauseTask = channel.unary_unary(
+                '/drover.api.v1.Tasks/PauseTask',
+                request_serializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.TaskControlResponse.FromString,
+                _registered_method=True)
+        self.ResumeTask = channel.unary_unary(
+                '/drover.api.v1.Tasks/ResumeTask',
+                request_serializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.TaskControlResponse.FromString,
+                _registered_method=True)
+        self.RestartTask = channel.unary_unary(
+                '/drover.api.v1.Tasks/RestartTask',
+                request_serializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.TaskControlResponse.FromString,
+                _registered_method=True)
+        self.RetryTask = channel.unary_unary(
+                '/drover.api.v1.Tasks/RetryTask',
+                request_serializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.TaskRequestMetadataResponse.FromString,
+                _registered_method=True)
+        self.ReprioritizeTask = channel.unary_unary(
+                '/drover.api.v1.Tasks/ReprioritizeTask',
+                request_serializer=protos_dot_api_dot_tasks__pb2.TaskReprioritizeRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.TaskControlResponse.FromString,
+                _registered_method=True)
+        self.GetPending = channel.unary_unary(
+                '/drover.api.v1.Tasks/GetPending',
+                request_serializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.PendingResponse.FromString,
+                _registered_method=True)
 
 
 class TasksServicer:
@@ -107,6 +137,47 @@ class TasksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseTask(self, request, context):
+        """A paused pending task is not handed out; a paused running task is
+        stopped (SIGSTOP, our bot only) and its execution timeout does not run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestartTask(self, request, context):
+        """Kills the current run (if any) and queues the task again as a new try.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryTask(self, request, context):
+        """A new task from a finished task's request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReprioritizeTask(self, request, context):
+        """Changes the priority of a pending task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPending(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TasksServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +210,36 @@ def add_TasksServicer_to_server(servicer, server):
                     servicer.CancelTask,
                     request_deserializer=protos_dot_api_dot_tasks__pb2.TaskCancelRequest.FromString,
                     response_serializer=protos_dot_api_dot_tasks__pb2.CancelResponse.SerializeToString,
+            ),
+            'PauseTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseTask,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.TaskControlResponse.SerializeToString,
+            ),
+            'ResumeTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTask,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.TaskControlResponse.SerializeToString,
+            ),
+            'RestartTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestartTask,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.TaskControlResponse.SerializeToString,
+            ),
+            'RetryTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTask,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.TaskRequestMetadataResponse.SerializeToString,
+            ),
+            'ReprioritizeTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReprioritizeTask,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.TaskReprioritizeRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.TaskControlResponse.SerializeToString,
+            ),
+            'GetPending': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPending,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.PendingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +404,168 @@ class Tasks:
             '/drover.api.v1.Tasks/CancelTask',
             protos_dot_api_dot_tasks__pb2.TaskCancelRequest.SerializeToString,
             protos_dot_api_dot_tasks__pb2.CancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/PauseTask',
+            protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.TaskControlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/ResumeTask',
+            protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.TaskControlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestartTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/RestartTask',
+            protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.TaskControlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/RetryTask',
+            protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.TaskRequestMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReprioritizeTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/ReprioritizeTask',
+            protos_dot_api_dot_tasks__pb2.TaskReprioritizeRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.TaskControlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPending(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/GetPending',
+            protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.PendingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,18 @@ class TasksStub:
     GetLog: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _httpbody_pb2.HttpBody]
     """The raw output as text/plain."""
     CancelTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskCancelRequest, _tasks_pb2.CancelResponse]
+    PauseTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskControlResponse]
+    """A paused pending task is not handed out; a paused running task is
+    stopped (SIGSTOP, our bot only) and its execution timeout does not run.
+    """
+    ResumeTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskControlResponse]
+    RestartTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskControlResponse]
+    """Kills the current run (if any) and queues the task again as a new try."""
+    RetryTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskRequestMetadataResponse]
+    """A new task from a finished task's request."""
+    ReprioritizeTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskReprioritizeRequest, _tasks_pb2.TaskControlResponse]
+    """Changes the priority of a pending task."""
+    GetPending: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.PendingResponse]
 
 @_typing.type_check_only
 class TasksAsyncStub(TasksStub):
@@ -50,6 +62,18 @@ class TasksAsyncStub(TasksStub):
     GetLog: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """The raw output as text/plain."""
     CancelTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskCancelRequest, _tasks_pb2.CancelResponse]  # type: ignore[assignment]
+    PauseTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskControlResponse]  # type: ignore[assignment]
+    """A paused pending task is not handed out; a paused running task is
+    stopped (SIGSTOP, our bot only) and its execution timeout does not run.
+    """
+    ResumeTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskControlResponse]  # type: ignore[assignment]
+    RestartTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskControlResponse]  # type: ignore[assignment]
+    """Kills the current run (if any) and queues the task again as a new try."""
+    RetryTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskRequestMetadataResponse]  # type: ignore[assignment]
+    """A new task from a finished task's request."""
+    ReprioritizeTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskReprioritizeRequest, _tasks_pb2.TaskControlResponse]  # type: ignore[assignment]
+    """Changes the priority of a pending task."""
+    GetPending: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.PendingResponse]  # type: ignore[assignment]
 
 class TasksServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -94,5 +118,53 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.TaskCancelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.CancelResponse, _abc.Awaitable[_tasks_pb2.CancelResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PauseTask(
+        self,
+        request: _tasks_pb2.TaskIdRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.TaskControlResponse, _abc.Awaitable[_tasks_pb2.TaskControlResponse]]:
+        """A paused pending task is not handed out; a paused running task is
+        stopped (SIGSTOP, our bot only) and its execution timeout does not run.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeTask(
+        self,
+        request: _tasks_pb2.TaskIdRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.TaskControlResponse, _abc.Awaitable[_tasks_pb2.TaskControlResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RestartTask(
+        self,
+        request: _tasks_pb2.TaskIdRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.TaskControlResponse, _abc.Awaitable[_tasks_pb2.TaskControlResponse]]:
+        """Kills the current run (if any) and queues the task again as a new try."""
+
+    @_abc_1.abstractmethod
+    def RetryTask(
+        self,
+        request: _tasks_pb2.TaskIdRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.TaskRequestMetadataResponse, _abc.Awaitable[_tasks_pb2.TaskRequestMetadataResponse]]:
+        """A new task from a finished task's request."""
+
+    @_abc_1.abstractmethod
+    def ReprioritizeTask(
+        self,
+        request: _tasks_pb2.TaskReprioritizeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.TaskControlResponse, _abc.Awaitable[_tasks_pb2.TaskControlResponse]]:
+        """Changes the priority of a pending task."""
+
+    @_abc_1.abstractmethod
+    def GetPending(
+        self,
+        request: _tasks_pb2.TaskIdRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.PendingResponse, _abc.Awaitable[_tasks_pb2.PendingResponse]]: ...
 
 def add_TasksServicer_to_server(servicer: TasksServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
