@@ -30,6 +30,7 @@ from server.config.live import LiveConfig
 from server.config.model import ConfigSnapshot
 from server.middleware import errors
 from server.scheduler.fleet import FleetService
+from server.scheduler.pending import PendingService
 from server.scheduler.queues import QueueIndex
 from server.scheduler.sweeper import Sweeper
 from server.scheduler.tasks import TaskService
@@ -108,7 +109,10 @@ async def create_app(
     app[STORE] = store
     app.add_routes(bot_handlers.routes())
     api = [
-        (tasks_pb2.DESCRIPTOR.services_by_name["Tasks"], servicers.TasksServicer(tasks, config)),
+        (
+            tasks_pb2.DESCRIPTOR.services_by_name["Tasks"],
+            servicers.TasksServicer(tasks, PendingService(store, config, clock), config),
+        ),
         (bots_pb2.DESCRIPTOR.services_by_name["Bots"], servicers.BotsServicer(fleet, tasks, clock)),
         (
             server_pb2.DESCRIPTOR.services_by_name["Server"],
@@ -118,7 +122,7 @@ async def create_app(
     for service, servicer in api:
         app.add_routes(transcoder.routes(service, servicer))
 
-    sweeper = Sweeper(store, clock, queues, notifier)
+    sweeper = Sweeper(store, clock, tasks, queues, notifier)
     app[SWEEPER] = sweeper
 
     async def background(app: web.Application) -> AsyncIterator[None]:

@@ -140,6 +140,8 @@ class TaskResult:
     cost_usd: float = 0.0
     deduped_from: str = ""
     killing: bool = False
+    # With `killing`: once the run has stopped, queue the task again (`:restart`).
+    restarting: bool = False
     paused: bool = False
     error: str = ""
     # Set when the task completed successfully and may be reused by dedup:

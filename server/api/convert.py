@@ -166,6 +166,7 @@ def result_message(result: TaskResult, output_size: int = 0) -> tasks_pb2.TaskRe
         io_timeout=result.io_timeout,
         error=result.error,
         output_size=output_size,
+        retry_of=result.retry_of,
     )
 
 
@@ -180,9 +181,9 @@ def bot_message(bot: Bot, *, is_dead: bool) -> bots_pb2.BotInfo:
         first_seen_ts=timestamp(bot.first_seen_ts),
         last_seen_ts=timestamp(bot.last_seen_ts),
         is_dead=is_dead,
-        quarantined=bool(bot.quarantined),
-        quarantine_message=bot.quarantined,
-        maintenance_msg=bot.maintenance,
+        quarantined=bool(bot.quarantined or bot.admin_quarantine),
+        quarantine_message="; ".join(m for m in (bot.admin_quarantine, bot.quarantined) if m),
+        maintenance_msg=bot.admin_maintenance or bot.maintenance,
         dimensions=list_pairs(bot.dimensions),
         version=bot.version,
         state=json.dumps(bot.state, sort_keys=True),

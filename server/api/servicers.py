@@ -16,8 +16,9 @@ from server.api import convert
 from server.api.transcoder import CallContext
 from server.botcode import BotCode
 from server.clock import Clock
-from server.model import BotQuery
+from server.model import BotQuery, TaskRequest, TaskResult
 from server.scheduler.fleet import FleetService
+from server.scheduler.pending import PendingService
 from server.scheduler.tasks import ConfigSource, TaskService
 
 DEFAULT_PAGE = 100
@@ -26,8 +27,9 @@ DEFAULT_PAGE = 100
 class TasksServicer:
     """drover.api.v1.Tasks."""
 
-    def __init__(self, tasks: TaskService, config: ConfigSource) -> None:
+    def __init__(self, tasks: TaskService, pending: PendingService, config: ConfigSource) -> None:
         self._tasks = tasks
+        self._pending = pending
         self._config = config
 
     async def NewTask(
@@ -36,11 +38,7 @@ class TasksServicer:
         tolerance = self._config.current.settings.bot_ping_tolerance_secs
         draft = convert.new_request(req, default_tolerance=tolerance)
         request, result = await self._tasks.create(draft)
-        return tasks_pb2.TaskRequestMetadataResponse(
-            task_id=request.task_id,
-            request=convert.request_message(request),
-            task_result=convert.result_message(result),
-        )
+        return _metadata(request, result)
 
     async def GetResult(
         self, req: tasks_pb2.TaskIdRequest, ctx: CallContext
@@ -77,11 +75,75 @@ class TasksServicer:
             content_type="text/plain; charset=utf-8", data=b"".join(chunks)
         )
 
+    async def _control(self, result: TaskResult, changed: bool) -> tasks_pb2.TaskControlResponse:
+        return tasks_pb2.TaskControlResponse(
+            changed=changed, task_result=convert.result_message(result)
+        )
+
+    async def PauseTask(
+        self, req: tasks_pb2.TaskIdRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskControlResponse:
+        return await self._control(*await self._tasks.pause(req.task_id))
+
+    async def ResumeTask(
+        self, req: tasks_pb2.TaskIdRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskControlResponse:
+        return await self._control(*await self._tasks.resume(req.task_id))
+
+    async def RestartTask(
+        self, req: tasks_pb2.TaskIdRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskControlResponse:
+        return await self._control(*await self._tasks.restart(req.task_id))
+
+    async def ReprioritizeTask(
+        self, req: tasks_pb2.TaskReprioritizeRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskControlResponse:
+        return await self._control(*await self._tasks.reprioritize(req.task_id, req.priority))
+
+    async def RetryTask(
+        self, req: tasks_pb2.TaskIdRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskRequestMetadataResponse:
+        request, result = await self._tasks.retry(req.task_id)
+        return _metadata(request, result)
+
+    async def GetPending(
+        self, req: tasks_pb2.TaskIdRequest, ctx: CallContext
+    ) -> tasks_pb2.PendingResponse:
+        result, reports = await self._pending.explain(req.task_id)
+        return tasks_pb2.PendingResponse(
+            task_id=result.task_id,
+            state=int(result.state),  # type: ignore[arg-type]
+            paused=result.paused,
+            slices=[
+                tasks_pb2.PendingSliceInfo(
+                    index=r.index,
+                    current=r.current,
+                    dimensions=[common_pb2.StringPair(key=k, value=v) for k, v in r.dimensions],
+                    idle_bots=r.idle_bots,
+                    busy_bots=r.busy_bots,
+                    quarantined_bots=r.quarantined_bots,
+                    dead_bots=r.dead_bots,
+                    unmatched_dimensions=r.unmatched_dimensions,
+                    queue_position=r.queue_position,
+                    expiration_ts=convert.timestamp(r.expiration_ts),
+                )
+                for r in reports
+            ],
+        )
+
     async def CancelTask(
         self, req: tasks_pb2.TaskCancelRequest, ctx: CallContext
     ) -> tasks_pb2.CancelResponse:
         canceled, was_running = await self._tasks.cancel(req.task_id, req.kill_running)
         return tasks_pb2.CancelResponse(canceled=canceled, was_running=was_running)
+
+
+def _metadata(request: TaskRequest, result: TaskResult) -> tasks_pb2.TaskRequestMetadataResponse:
+    return tasks_pb2.TaskRequestMetadataResponse(
+        task_id=request.task_id,
+        request=convert.request_message(request),
+        task_result=convert.result_message(result),
+    )
 
 
 def _tri(value: int) -> bool | None:
@@ -138,6 +200,23 @@ class BotsServicer:
         task_id = await self._tasks.terminate_bot(bot)
         await self._fleet.mark_terminating(bot.bot_id, task_id)
         return bots_pb2.TerminateResponse(task_id=task_id)
+
+    async def QuarantineBot(
+        self, req: bots_pb2.BotControlRequest, ctx: CallContext
+    ) -> bots_pb2.BotInfo:
+        message = req.message or "quarantined by an admin"
+        bot = await self._fleet.set_admin_state(req.bot_id, quarantine=message)
+        return convert.bot_message(bot, is_dead=self._fleet.is_dead(bot))
+
+    async def UnquarantineBot(self, req: bots_pb2.BotRequest, ctx: CallContext) -> bots_pb2.BotInfo:
+        bot = await self._fleet.set_admin_state(req.bot_id, quarantine="")
+        return convert.bot_message(bot, is_dead=self._fleet.is_dead(bot))
+
+    async def SetBotMaintenance(
+        self, req: bots_pb2.BotControlRequest, ctx: CallContext
+    ) -> bots_pb2.BotInfo:
+        bot = await self._fleet.set_admin_state(req.bot_id, maintenance=req.message)
+        return convert.bot_message(bot, is_dead=self._fleet.is_dead(bot))
 
 
 class ConfigStatus(ConfigSource, Protocol):

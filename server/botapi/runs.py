@@ -114,21 +114,26 @@ class RunService:
             return _stop(f"the task has ended ({result.state.name})")
         if req.output:
             await ctx.store.write_output(req.run_id, req.output_chunk_start, req.output)
+        # Our own bot reads `paused` (SIGSTOP / SIGCONT); a stock bot ignores it.
         request = await ctx.store.get_request(task_id)
         assert request is not None, "a stored result always has its request"
         tolerance = request.bot_ping_tolerance_secs
+        requeue_until = now + request.slices[result.current_slice].expiration_secs
 
         def change(r: TaskResult) -> TaskResult | None:
             if r.state is not TaskState.RUNNING or not is_current_run(r, bot_id, try_number):
                 return None
             if r.reserved_until is not None:
                 r = transitions.confirm(r, now=now, tolerance_secs=tolerance, claim_id=r.claim_id)
-            return transitions.apply_update(r, req.update, now=now, tolerance_secs=tolerance)
+            r = transitions.apply_update(r, req.update, now=now, tolerance_secs=tolerance)
+            return transitions.settle_restart(r, now=now, expiration_ts=requeue_until)
 
         stored, changed = await mutate(ctx.store, task_id, change)
         if not changed and not is_current_run(stored, bot_id, try_number):
             return _stop("this run is not the bot's current run")
-        reply: dict[str, Any] = {"ok": True, "must_stop": False}
+        if changed and stored.is_dispatchable:
+            ctx.notifier.notify(stored.queue_key)
+        reply: dict[str, Any] = {"ok": True, "must_stop": False, "paused": stored.paused}
         if stored.state is TaskState.RUNNING and stored.killing:
             reply.update(must_stop=True, stop_reason="the task was canceled")
         elif not changed and stored.state is not TaskState.RUNNING:
@@ -147,6 +152,10 @@ class RunService:
         except (BadSessionToken, BotAuthError):
             return {"resp": 1}
         task_id, try_number = ids.split_run_id(req.run_id)
+        request = await ctx.store.get_request(task_id)
+        if request is None:
+            return {"resp": 1}
+        requeue_until = now + request.slices[0].expiration_secs
         # The message can hold the whole manifest, secrets included
         # (PROTOCOL.md 0.2.8 E2): keep only its first line, cut before any repr.
         message = req.message.splitlines()[0] if req.message else "task_error"
@@ -155,9 +164,10 @@ class RunService:
         def change(r: TaskResult) -> TaskResult | None:
             if r.state is not TaskState.RUNNING or not is_current_run(r, sess.bot_id, try_number):
                 return None
-            return transitions.end_with_error(
+            ended = transitions.end_with_error(
                 r, now=now, message=message, client_error=req.client_error
             )
+            return transitions.settle_restart(ended, now=now, expiration_ts=requeue_until)
 
         with contextlib.suppress(TaskNotFound):
             await mutate(ctx.store, task_id, change)

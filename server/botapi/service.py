@@ -118,6 +118,8 @@ class BotService:
             authenticated_as=identity,
             quarantined=quarantine_reason(req.report),
             maintenance=maintenance_reason(req.report),
+            admin_quarantine=existing.admin_quarantine if existing else "",
+            admin_maintenance=existing.admin_maintenance if existing else "",
         )
         await ctx.store.put_bot(bot)
         await ctx.store.add_bot_event(
@@ -269,8 +271,9 @@ class BotService:
         self, bot: Bot, req: PollRequest, settings: Settings, now: float
     ) -> dict[str, Any]:
         """Hands the bot a task it can run, or tells it to sleep."""
-        if bot.quarantined or bot.maintenance:
-            return self._sleep(settings.max_bot_sleep_time, quarantined=bool(bot.quarantined))
+        quarantined = bool(bot.quarantined or bot.admin_quarantine)
+        if quarantined or bot.maintenance or bot.admin_maintenance:
+            return self._sleep(settings.max_bot_sleep_time, quarantined=quarantined)
         result = await self._reserve(bot, settings, now)
         if result is None and settings.long_poll_secs > 0:
             result = await self._hold(bot, settings)

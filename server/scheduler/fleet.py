@@ -40,6 +40,18 @@ class FleetService:
         query = dataclasses.replace(query, dead_before=self._clock.now() - timeout)
         return await self._store.list_bots(query)
 
+    async def set_admin_state(
+        self, bot_id: str, *, quarantine: str | None = None, maintenance: str | None = None
+    ) -> Bot:
+        """Sets or clears (with "") an admin quarantine or maintenance message."""
+        bot = await self.get_bot(bot_id)
+        if quarantine is not None:
+            bot = dataclasses.replace(bot, admin_quarantine=quarantine[:1024])
+        if maintenance is not None:
+            bot = dataclasses.replace(bot, admin_maintenance=maintenance[:1024])
+        await self._store.put_bot(bot)
+        return bot
+
     async def mark_terminating(self, bot_id: str, task_id: str) -> None:
         """Records that the bot was asked to terminate (shown until it reconnects)."""
         bot = await self.get_bot(bot_id)

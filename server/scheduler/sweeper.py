@@ -15,7 +15,7 @@ from server.ids import MAX_TRIES
 from server.model import TaskRequest, TaskResult, TaskState
 from server.scheduler import transitions
 from server.scheduler.queues import QueueIndex
-from server.scheduler.tasks import Notifier, mutate
+from server.scheduler.tasks import Notifier, TaskService, mutate
 from server.store.base import Store
 
 log = logging.getLogger("drover.sweeper")
@@ -27,9 +27,17 @@ BATCH = 500
 class Sweeper:
     """Moves tasks whose deadline passed to their next state."""
 
-    def __init__(self, store: Store, clock: Clock, queues: QueueIndex, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        tasks: TaskService,
+        queues: QueueIndex,
+        notifier: Notifier,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._tasks = tasks
         self._queues = queues
         self._notifier = notifier
 
@@ -57,12 +65,13 @@ class Sweeper:
         request = await self._store.get_request(task_id)
         if request is None:
             return 0
+        # The slice to fall back to if the current one expired: the first
+        # later one that has not expired and can run (PROTOCOL.md 4.7).
         fallback: dict[int, str] = {}
-        for index in range(len(request.slices)):
-            if request.slice_expiration_ts(index) > now:
-                dims = request.slices[index].properties.dimensions
-                fallback[index] = await self._queues.register(dims, now)
-                break
+        index = await self._tasks.first_runnable_slice(request, 0, now)
+        if index is not None:
+            dims = request.slices[index].properties.dimensions
+            fallback[index] = await self._queues.register(dims, now)
         result, changed = await mutate(
             self._store, task_id, lambda r: _due_change(r, request, now, fallback)
         )
@@ -71,6 +80,13 @@ class Sweeper:
             if result.is_dispatchable:
                 self._notifier.notify(result.queue_key)
         return int(changed)
+
+
+def allowed_retries(request: TaskRequest, result: TaskResult) -> int:
+    """How many times a run lost with its bot is retried: the request's count,
+    at least once for an idempotent slice (running it again is harmless)."""
+    idempotent = request.slices[result.current_slice].properties.idempotent
+    return min(max(request.max_retries, 1 if idempotent else 0), MAX_TRIES - 1)
 
 
 def _due_change(
@@ -94,8 +110,8 @@ def _due_change(
     if r.reserved_until is not None and r.reserved_until <= now:
         return transitions.release(r, now=now)
     if r.dead_after_ts is not None and r.dead_after_ts <= now:
-        retry = None
-        if r.try_number <= request.max_retries and r.try_number < MAX_TRIES:
-            retry = now + request.slices[r.current_slice].expiration_secs
-        return transitions.bot_died(r, now=now, retry_expiration_ts=retry)
+        requeue_until = now + request.slices[r.current_slice].expiration_secs
+        retry = requeue_until if r.try_number <= allowed_retries(request, r) else None
+        died = transitions.bot_died(r, now=now, retry_expiration_ts=retry)
+        return transitions.settle_restart(died, now=now, expiration_ts=requeue_until)
     return None

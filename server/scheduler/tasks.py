@@ -14,14 +14,27 @@ from typing import Protocol
 from server import ids
 from server.clock import Clock
 from server.config.model import ConfigSnapshot
-from server.errors import Conflict, TaskNotFound
-from server.model import Bot, TaskProperties, TaskRequest, TaskResult, TaskSlice, TaskState
+from server.errors import Conflict, InvalidRequest, TaskNotFound
+from server.model import (
+    Bot,
+    BotQuery,
+    DimensionPairs,
+    TaskProperties,
+    TaskQuery,
+    TaskRequest,
+    TaskResult,
+    TaskSlice,
+    TaskState,
+)
 from server.scheduler import requests, transitions
 from server.scheduler.queues import QueueIndex
 from server.store.base import StaleWrite, Store
 
 # How often a compare-and-set is retried under contention before giving up.
 MAX_CAS_ATTEMPTS = 20
+# Tags the server adds: children are found by their parent's, reruns name their source.
+PARENT_TAG = "parent_task_id"
+RETRY_TAG = "retry_of"
 # A single stdout read returns at most this much.
 MAX_STDOUT_READ = 16 * 1024 * 1024
 
@@ -84,16 +97,27 @@ class TaskService:
         self._queues = queues
         self._notifier = notifier or NullNotifier()
 
-    async def create(self, draft: TaskRequest) -> tuple[TaskRequest, TaskResult]:
-        """Validates and stores a new task, queued on its first slice.
+    async def create(
+        self, draft: TaskRequest, *, retry_of: str = ""
+    ) -> tuple[TaskRequest, TaskResult]:
+        """Validates and stores a new task, queued on the first slice that can run.
 
-        A repeated `request_uuid` returns the task created the first time.
+        A slice can run when it has `wait_for_capacity` or a live bot matches
+        it; with none, the task is NO_RESOURCE at once. A repeated
+        `request_uuid` returns the task created the first time.
         """
         now = self._clock.now()
         request = requests.validate(dataclasses.replace(draft, created_ts=now))
-        request = dataclasses.replace(request, task_id=ids.new_task_id(now))
-        first = request.slices[0].properties
-        key = await self._queues.register(first.dimensions, now)
+        tags = list(request.tags)
+        if request.parent_task_id:
+            parent = await self.get_result(request.parent_task_id)
+            if not parent.state.is_active:
+                raise InvalidRequest(
+                    f"parent_task_id {parent.task_id} is {parent.state.name}; "
+                    "a finished task cannot have new children"
+                )
+            tags.append(f"{PARENT_TAG}:{parent.task_id}")
+        request = dataclasses.replace(request, task_id=ids.new_task_id(now), tags=sorted(set(tags)))
         result = TaskResult(
             task_id=request.task_id,
             state=TaskState.PENDING,
@@ -102,17 +126,50 @@ class TaskService:
             priority=request.priority,
             name=request.name,
             user=request.user,
-            tags=sorted(request.tags),
-            queue_key=key,
-            expiration_ts=request.slice_expiration_ts(0),
+            tags=request.tags,
+            retry_of=retry_of,
         )
+        index = await self.first_runnable_slice(request, 0, now)
+        if index is None:
+            result = dataclasses.replace(
+                result, state=TaskState.NO_RESOURCE, completed_ts=now, abandoned_ts=now
+            )
+        else:
+            dims = request.slices[index].properties.dimensions
+            result = dataclasses.replace(
+                result,
+                current_slice=index,
+                queue_key=await self._queues.register(dims, now),
+                expiration_ts=request.slice_expiration_ts(index),
+            )
         stored, created = await self._store.create_task(request, result)
         if not created:
             existing = await self._store.get_request(stored.task_id)
             assert existing is not None, "a stored result always has its request"
             return existing, stored
-        self._notifier.notify(key)
+        if stored.is_dispatchable:
+            self._notifier.notify(stored.queue_key)
         return request, stored
+
+    async def first_runnable_slice(
+        self, request: TaskRequest, start: int, now: float
+    ) -> int | None:
+        """The first slice from `start` on that has not expired and can run now."""
+        for index in range(start, len(request.slices)):
+            if request.slice_expiration_ts(index) <= now:
+                continue
+            task_slice = request.slices[index]
+            if task_slice.wait_for_capacity or await self.has_capacity(
+                task_slice.properties.dimensions, now
+            ):
+                return index
+        return None
+
+    async def has_capacity(self, dimensions: DimensionPairs, now: float) -> bool:
+        """True when a bot seen within the bot death timeout matches `dimensions`."""
+        timeout = self._config.current.settings.bot_death_timeout_secs
+        query = BotQuery(dimensions=dimensions, is_dead=False, dead_before=now - timeout, limit=1)
+        return bool((await self._store.list_bots(query)).items)
 
     async def terminate_bot(self, bot: Bot) -> str:
         """Queues a termination task pinned to `bot`; returns its ID.
@@ -173,6 +230,7 @@ class TaskService:
     async def cancel(self, task_id: str, kill_running: bool) -> tuple[bool, bool]:
         """Cancels a pending task, or asks a running one to stop if `kill_running`.
 
+        Cancelling a task cancels its children (and theirs), running or not.
         Returns (whether anything changed, whether the task was running).
         """
         now = self._clock.now()
@@ -181,7 +239,83 @@ class TaskService:
             _summary_id(task_id),
             lambda r: transitions.cancel(r, now=now, kill_running=kill_running),
         )
+        if changed:
+            await self._cancel_children(result.task_id)
         return changed, result.state is TaskState.RUNNING
+
+    async def _cancel_children(self, parent_id: str) -> None:
+        query = TaskQuery(
+            states=frozenset({TaskState.PENDING, TaskState.RUNNING}),
+            tags=[f"{PARENT_TAG}:{parent_id}"],
+            limit=1000,
+        )
+        while True:
+            page = await self._store.list_tasks(query)
+            for child in page.items:
+                await self.cancel(child.task_id, kill_running=True)
+            if not page.cursor:
+                return
+            query = dataclasses.replace(query, cursor=page.cursor)
+
+    async def pause(self, task_id: str) -> tuple[TaskResult, bool]:
+        """Pauses a task: pending, it is not handed out; running, our bot stops it."""
+        now = self._clock.now()
+        return await mutate(
+            self._store, _summary_id(task_id), lambda r: transitions.pause(r, now=now)
+        )
+
+    async def resume(self, task_id: str) -> tuple[TaskResult, bool]:
+        """Resumes a paused task."""
+        now = self._clock.now()
+        result, changed = await mutate(
+            self._store, _summary_id(task_id), lambda r: transitions.resume(r, now=now)
+        )
+        if changed and result.is_dispatchable:
+            self._notifier.notify(result.queue_key)
+        return result, changed
+
+    async def restart(self, task_id: str) -> tuple[TaskResult, bool]:
+        """Stops the current run and queues the task again as a new try."""
+        now = self._clock.now()
+        current = await self.get_result(task_id)
+        if not current.state.is_active:
+            raise Conflict(f"task {current.task_id} has ended; :retry makes a new task from it")
+        result, changed = await mutate(
+            self._store, current.task_id, lambda r: transitions.restart(r, now=now)
+        )
+        if changed and result.is_dispatchable:
+            self._notifier.notify(result.queue_key)
+        return result, changed
+
+    async def reprioritize(self, task_id: str, priority: int) -> tuple[TaskResult, bool]:
+        """Changes a pending task's priority."""
+        if not 0 <= priority <= 255:
+            raise InvalidRequest(f"priority must be in 0..255, not {priority}")
+        current = await self.get_result(task_id)
+        if current.state is not TaskState.PENDING:
+            raise Conflict(f"task {current.task_id} is {current.state.name}, not PENDING")
+        now = self._clock.now()
+        return await mutate(
+            self._store,
+            current.task_id,
+            lambda r: transitions.reprioritize(r, now=now, priority=priority),
+        )
+
+    async def retry(self, task_id: str) -> tuple[TaskRequest, TaskResult]:
+        """Creates a new task from a finished task's request ("rebuild")."""
+        old = await self.get_result(task_id)
+        if old.state.is_active:
+            raise Conflict(f"task {old.task_id} is {old.state.name}; only a finished task reruns")
+        request = await self.get_request(old.task_id)
+        # A rerun is nobody's child, and it names only its direct source.
+        tags = [t for t in request.tags if not t.startswith((f"{RETRY_TAG}:", f"{PARENT_TAG}:"))]
+        draft = dataclasses.replace(
+            request,
+            request_uuid="",
+            parent_task_id="",
+            tags=[*tags, f"{RETRY_TAG}:{old.task_id}"],
+        )
+        return await self.create(draft, retry_of=old.task_id)
 
 
 def _summary_id(task_id: str) -> str:

@@ -258,3 +258,63 @@ def bot_died(result: TaskResult, *, now: float, retry_expiration_ts: float | Non
         modified_ts=now,
         error="the bot stopped sending updates",
     )
+
+
+def requeue(result: TaskResult, *, now: float, expiration_ts: float) -> TaskResult:
+    """The task goes back to its queue for a new try (a restart, or a retry after BOT_DIED)."""
+    return dataclasses.replace(
+        result,
+        state=TaskState.PENDING,
+        bot_id="",
+        bot_dimensions={},
+        started_ts=None,
+        completed_ts=None,
+        dead_after_ts=None,
+        reserved_until=None,
+        killing=False,
+        restarting=False,
+        paused=False,
+        expiration_ts=expiration_ts,
+        modified_ts=now,
+    )
+
+
+def pause(result: TaskResult, *, now: float) -> TaskResult | None:
+    """Pauses an active task; None if it is final or paused already."""
+    if not result.state.is_active or result.paused:
+        return None
+    return dataclasses.replace(result, paused=True, modified_ts=now)
+
+
+def resume(result: TaskResult, *, now: float) -> TaskResult | None:
+    """Resumes a paused task; None if it is not paused."""
+    if not result.paused:
+        return None
+    return dataclasses.replace(result, paused=False, modified_ts=now)
+
+
+def restart(result: TaskResult, *, now: float) -> TaskResult | None:
+    """Stops the current run and queues the task again; None for a pending task.
+
+    A run the bot has not confirmed yet is released at once; a confirmed one
+    is asked to stop, and its end puts the task back in its queue.
+    """
+    if result.state is not TaskState.RUNNING or result.restarting:
+        return None
+    if result.reserved_until is not None:
+        return dataclasses.replace(release(result, now=now), paused=False)
+    return dataclasses.replace(result, killing=True, restarting=True, modified_ts=now)
+
+
+def reprioritize(result: TaskResult, *, now: float, priority: int) -> TaskResult | None:
+    """Changes a pending task's priority (its place in its queue follows)."""
+    if result.state is not TaskState.PENDING or result.priority == priority:
+        return None
+    return dataclasses.replace(result, priority=priority, modified_ts=now)
+
+
+def settle_restart(result: TaskResult, *, now: float, expiration_ts: float) -> TaskResult:
+    """A run stopped for a restart ends by queueing the task again, not in a final state."""
+    if result.restarting and not result.state.is_active:
+        return requeue(result, now=now, expiration_ts=expiration_ts)
+    return result

@@ -132,6 +132,31 @@ class Store(Protocol):
         """
         ...
 
+    async def queue_position(self, result: TaskResult) -> int:
+        """Counts the tasks ahead of `result` in its queue; 0 when it is not queued.
+
+        A task is not queued unless `result.is_dispatchable`. Ahead are the
+        queued tasks of `result.queue_key` that come strictly before it in
+        claim order: lower priority number, then older `created_ts`, then
+        lower task ID. Queued tasks past their expiration that the sweeper
+        has not ended yet still count.
+        """
+        ...
+
+    async def find_reusable(
+        self, properties_hash: str, completed_after: float
+    ) -> TaskResult | None:
+        """Returns the result a new idempotent task may reuse (dedup), or None.
+
+        Candidates are tasks whose stored result is COMPLETED with `failure`
+        False, whose `properties_hash` equals the given non-empty hash, which
+        are not copies themselves (`deduped_from` empty: a dedup always
+        points at an original run) and whose `completed_ts` is at or after
+        `completed_after`. The most recently completed one is returned; ties
+        go to the higher task ID. An empty hash matches nothing.
+        """
+        ...
+
     async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
         """Lists tasks newest first, filtered as `query` says."""
         ...

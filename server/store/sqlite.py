@@ -35,7 +35,13 @@ from server.store import codec, sqlite_output, sqlite_schema
 from server.store.base import StaleWrite
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
-from server.store.sqlite_results import claim_candidate, queue_heads, store_result
+from server.store.sqlite_results import (
+    claim_candidate,
+    find_reusable,
+    queue_heads,
+    queue_position,
+    store_result,
+)
 
 # Expired poll replies deleted per put_poll_reply: bounds the work a put does
 # while still outpacing the rate replies are added.
@@ -332,6 +338,21 @@ class SqliteStore:
             if claimed is not None:
                 return claimed
         return None
+
+    async def queue_position(self, result: TaskResult) -> int:
+        """Counts the tasks ahead of `result` in its queue; 0 when it is not queued."""
+        if not result.is_dispatchable:
+            return 0
+        entry = (result.priority, result.created_ts, result.task_id)
+        return queue_position(self._db, entry, result.queue_key)
+
+    async def find_reusable(
+        self, properties_hash: str, completed_after: float
+    ) -> TaskResult | None:
+        """Returns the most recent successful original run with this hash, or None."""
+        if not properties_hash:
+            return None
+        return find_reusable(self._db, properties_hash, completed_after)
 
     async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
         """Lists tasks newest first, filtered as `query` says.

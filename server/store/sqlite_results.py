@@ -2,9 +2,9 @@
 
 Every write of a TaskResult goes through `store_result`, which keeps the
 derived rows in step with the record: the `pending` row (present iff the
-result is dispatchable), the tag rows, and the `due_ts` deadline that
-list_due reads. Helpers of server.store.sqlite; the caller owns the
-transaction.
+result is dispatchable), the tag rows, the `due_ts` deadline that list_due
+reads, and the `reusable_hash` that find_reusable looks up. Helpers of
+server.store.sqlite; the caller owns the transaction.
 """
 
 from __future__ import annotations
@@ -40,6 +40,19 @@ def due_ts(result: TaskResult) -> float | None:
     return None
 
 
+def reusable_hash(result: TaskResult) -> str | None:
+    """The result's properties_hash if it can be a dedup source (find_reusable), else None."""
+    if (
+        result.state is TaskState.COMPLETED
+        and not result.failure
+        and not result.deduped_from
+        and result.properties_hash
+        and result.completed_ts is not None
+    ):
+        return result.properties_hash
+    return None
+
+
 def store_result(db: sqlite3.Connection, result: TaskResult, old_tags: str | None) -> None:
     """Writes `result` as is (version included) with its derived rows.
 
@@ -53,20 +66,22 @@ def store_result(db: sqlite3.Connection, result: TaskResult, old_tags: str | Non
         due_ts(result),
         tags,
         result.version,
+        result.completed_ts,
+        reusable_hash(result),
         codec.dumps(result),
         result.task_id,
     )
     if old_tags is None:
         db.execute(
-            "INSERT INTO task_results"
-            " (state, created_ts, bot_id, due_ts, tags, version, data, task_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO task_results (state, created_ts, bot_id, due_ts, tags, version,"
+            " completed_ts, reusable_hash, data, task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
     else:
         db.execute(
             "UPDATE task_results SET state = ?, created_ts = ?, bot_id = ?, due_ts = ?,"
-            " tags = ?, version = ?, data = ? WHERE task_id = ?",
+            " tags = ?, version = ?, completed_ts = ?, reusable_hash = ?, data = ?"
+            " WHERE task_id = ?",
             row,
         )
     # Tags practically never change after creation: skip the rewrite then.
@@ -151,3 +166,34 @@ def claim_candidate(
     stored = dataclasses.replace(new, version=version + 1)
     store_result(db, stored, old_tags=tags)
     return stored
+
+
+def queue_position(db: sqlite3.Connection, entry: QueueEntry, queue_key: str) -> int:
+    """Counts the queued entries of `queue_key` strictly before `entry` in claim order.
+
+    One range count on the pending_by_queue index: the cost grows with the
+    answer, never with the size of other queues.
+    """
+    row = db.execute(
+        "SELECT count(*) FROM pending"
+        " WHERE queue_key = ? AND (priority, created_ts, task_id) < (?, ?, ?)",
+        (queue_key, *entry),
+    ).fetchone()
+    count: int = row[0]
+    return count
+
+
+def find_reusable(
+    db: sqlite3.Connection, properties_hash: str, completed_after: float
+) -> TaskResult | None:
+    """The newest dedup source with this hash completed at or after `completed_after`.
+
+    One seek on the task_results_by_reusable index, from its newest end.
+    """
+    row = db.execute(
+        "SELECT data FROM task_results"
+        " WHERE reusable_hash = ? AND completed_ts >= ?"
+        " ORDER BY completed_ts DESC, task_id DESC LIMIT 1",
+        (properties_hash, completed_after),
+    ).fetchone()
+    return None if row is None else codec.loads(TaskResult, row[0])

@@ -103,6 +103,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             data BLOB NOT NULL,
             PRIMARY KEY (run_id, chunk_index))""",
     ),
+    (
+        # Dedup (find_reusable). `reusable_hash` is the result's
+        # properties_hash while the result can serve as a dedup source
+        # (COMPLETED, no failure, not itself a copy), NULL otherwise, so the
+        # index holds only real candidates, newest last.
+        "ALTER TABLE task_results ADD COLUMN completed_ts REAL",
+        "ALTER TABLE task_results ADD COLUMN reusable_hash TEXT",
+        "UPDATE task_results SET completed_ts = json_extract(data, '$.completed_ts')",
+        # The same rule as sqlite_results.reusable_hash; booleans are JSON, 0 is false.
+        """UPDATE task_results SET reusable_hash = json_extract(data, '$.properties_hash')
+            WHERE state = 112 /* COMPLETED */ AND json_extract(data, '$.failure') = 0
+            AND json_extract(data, '$.deduped_from') = ''
+            AND json_extract(data, '$.properties_hash') != ''
+            AND json_extract(data, '$.completed_ts') IS NOT NULL""",
+        """CREATE INDEX task_results_by_reusable
+            ON task_results (reusable_hash, completed_ts, task_id)
+            WHERE reusable_hash IS NOT NULL""",
+    ),
 )
 
 

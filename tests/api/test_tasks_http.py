@@ -52,7 +52,7 @@ async def test_invalid_new_task_is_400_naming_the_field(
 async def test_new_task_round_trips_its_request(make_server: ServerFactory) -> None:
     """The stored request shows what was submitted, with defaults applied."""
     client = await make_server()
-    body = task_body(["run", "it"], tags=["b:2", "a:1"], user="ci")
+    body = task_body(["run", "it"], tags=["b:2", "a:1"], user="ci", wait=True)
     _props(body)["env"] = [{"key": "FOO", "value": "bar"}]
     _props(body)["dimensions"].append({"key": "os", "value": "Mac|Linux"})
     created = await (await client.post("/api/v1/tasks", json=body)).json()
@@ -73,8 +73,9 @@ async def test_new_task_round_trips_its_request(make_server: ServerFactory) -> N
 async def test_request_uuid_makes_creation_idempotent(make_server: ServerFactory) -> None:
     """Submitting the same request_uuid twice returns the first task."""
     client = await make_server()
-    first = await (await client.post("/api/v1/tasks", json=task_body(request_uuid="u-1"))).json()
-    again = await (await client.post("/api/v1/tasks", json=task_body(request_uuid="u-1"))).json()
+    body = task_body(request_uuid="u-1", wait=True)
+    first = await (await client.post("/api/v1/tasks", json=body)).json()
+    again = await (await client.post("/api/v1/tasks", json=body)).json()
     assert first["task_id"] == again["task_id"]
 
 

@@ -90,13 +90,20 @@ class ScriptedBot:
         return await self.call(f"task_update/{run_id}", body)
 
 
-def task_body(command: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    """A minimal valid NewTaskRequest body for pool `default`."""
+def task_body(
+    command: list[str] | None = None, *, wait: bool = False, **extra: Any
+) -> dict[str, Any]:
+    """A minimal valid NewTaskRequest body for pool `default`.
+
+    With `wait`, the slice waits for capacity instead of ending NO_RESOURCE
+    when no bot that could run it has been seen.
+    """
     body: dict[str, Any] = {
         "name": "test",
         "task_slices": [
             {
                 "expiration_secs": 600,
+                "wait_for_capacity": wait,
                 "properties": {
                     "command": command or ["echo", "hi"],
                     "dimensions": [{"key": "pool", "value": "default"}],

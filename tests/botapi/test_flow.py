@@ -46,7 +46,7 @@ async def test_scripted_bot_runs_a_task_end_to_end(make_server: ServerFactory) -
     offset = 0
     for chunk in chunks:
         answer = await bot.update(run_id, chunk, offset)
-        assert answer == {"ok": True, "must_stop": False}
+        assert answer == {"ok": True, "must_stop": False, "paused": False}
         if offset == 4000:
             resent = await bot.update(run_id, chunk, offset)
             assert resent["must_stop"] is False

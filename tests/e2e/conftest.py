@@ -259,6 +259,8 @@ def start_bot(drover: DroverServer, tmp_path: pathlib.Path) -> Iterator[Callable
         out.close()
         bot = BotProcess(bot_id, workdir, proc)
         bots.append(bot)
+        # Tasks created before any matching bot was seen end NO_RESOURCE.
+        wait_for(lambda: bool(drover.events(bot_id)), 60, f"bot {bot_id} to connect")
         return bot
 
     yield start

@@ -27,7 +27,9 @@ async def test_pending_task_expires_at_its_deadline(
 ) -> None:
     """A task nobody picks up is EXPIRED once its expiration passes, not a moment before."""
     client = await make_server()
-    task_id = (await (await client.post("/api/v1/tasks", json=task_body())).json())["task_id"]
+    task_id = (await (await client.post("/api/v1/tasks", json=task_body(wait=True))).json())[
+        "task_id"
+    ]
     clock.advance(599.9)
     assert await _sweep(client) == 0
     assert (await _result(client, task_id))["state"] == "PENDING"
@@ -44,6 +46,7 @@ async def test_expired_slice_falls_back_to_the_next(
     body = task_body()
     mac = {
         "expiration_secs": 300,
+        "wait_for_capacity": True,
         "properties": {
             "command": ["mac-only"],
             "dimensions": [{"key": "pool", "value": "default"}, {"key": "os", "value": "Mac"}],
@@ -73,7 +76,9 @@ async def test_unconfirmed_reservation_goes_back_to_the_queue(
 ) -> None:
     """An unconfirmed run is released after the reservation timeout; another bot gets it."""
     client = await make_server()
-    task_id = (await (await client.post("/api/v1/tasks", json=task_body())).json())["task_id"]
+    task_id = (await (await client.post("/api/v1/tasks", json=task_body(wait=True))).json())[
+        "task_id"
+    ]
     lost = ScriptedBot(client, bot_id="lost")
     await lost.handshake()
     first = await lost.poll()
@@ -92,7 +97,7 @@ async def test_unconfirmed_reservation_goes_back_to_the_queue(
 async def test_silent_run_ends_bot_died(make_server: ServerFactory, clock: FakeClock) -> None:
     """A run without updates for bot_ping_tolerance_secs ends BOT_DIED; late writes are refused."""
     client = await make_server()
-    body = task_body(bot_ping_tolerance_secs=60)
+    body = task_body(bot_ping_tolerance_secs=60, wait=True)
     task_id = (await (await client.post("/api/v1/tasks", json=body)).json())["task_id"]
     bot = ScriptedBot(client)
     await bot.handshake()
@@ -115,7 +120,7 @@ async def test_dead_run_is_retried_as_a_new_try(
 ) -> None:
     """With max_retries, a dead run is queued again and completes on another bot as try 2."""
     client = await make_server()
-    body = task_body(bot_ping_tolerance_secs=60, max_retries=1)
+    body = task_body(bot_ping_tolerance_secs=60, max_retries=1, wait=True)
     task_id = (await (await client.post("/api/v1/tasks", json=body)).json())["task_id"]
     first = ScriptedBot(client, bot_id="first")
     await first.handshake()
