@@ -6,9 +6,10 @@ The server packs this package into `swarming_bot.zip` (every `bot/**/*.py`,
 import and run on Python 3.9+ with nothing installed, so no module here may
 import anything outside the standard library.
 
-Map: `cli` (subcommands) → `main` (startup and poll loop) → `taskrun` (one task
-on the bot side) → `task_runner` (the child process that runs the command,
-with `stream` for output) and `update` (self-update, restart, LKGBC). Shared
+Map: `cli` (subcommands) → `main` (startup and poll loop) → `taskrun` (one
+task on the bot side) → `task_runner` (the child process that runs the
+command: `manifest` to read it, `stream` for its output, `supervisor` for
+timeouts and kills) and `update` (self-update, restart, LKGBC). Shared
 pieces: `runtime` (where this code runs from), `context` (the live bot),
 `remote` (HTTP), `dims`, `hooks`, `backoff`, `singleton`, `archive`.
 """

@@ -16,7 +16,10 @@ Hook signatures:
     get_dimensions(bot) -> {str: [str]}      bot.dimensions holds the defaults
     get_state(bot) -> dict                   bot.state holds the defaults
     get_authentication_headers(bot) -> ({header: value} or None, expiry unix time or None)
-    on_before_task(bot, manifest) -> None    may edit manifest["env"] and the like
+    on_before_task(bot, bot_file, runner_cmd, runner_env) -> None
+                                             may edit the task runner's command line and
+                                             environment (the task's base environment) in
+                                             place; bot.task is the task's manifest
     on_after_task(bot, failure, internal_failure, task_dimensions, summary) -> None
 """
 
@@ -47,6 +50,7 @@ class BotInfo:
     version: str
     dimensions: dims.Dimensions = dataclasses.field(default_factory=dict)
     state: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    task: Optional[Dict[str, Any]] = None  # the manifest of the running task, if any
 
 
 def load_module(name: str, filename: str, source: str) -> types.ModuleType:

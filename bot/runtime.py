@@ -48,11 +48,6 @@ class Runtime:
     version: str
     base_hooks: Optional[Tuple[str, str]]  # (file name, source) of the base hooks script
 
-    @property
-    def is_zip(self) -> bool:
-        """True when running from an archive (the deployed case)."""
-        return self.zip_path is not None
-
     def command(self, subcommand: str, *args: str) -> List[str]:
         """The command line that runs `subcommand` with this same code."""
         if self.zip_path is not None:

@@ -33,30 +33,13 @@ class OutputStream:
         self._buf = bytearray()
         self._offset = 0
         self._eof = False
-        self._total = 0
+        self._woken = False
         self.last_output = clock()
-
-    @property
-    def offset(self) -> int:
-        """Bytes the server has acknowledged (the offset of the next chunk)."""
-        with self._cond:
-            return self._offset
-
-    @property
-    def total(self) -> int:
-        """Bytes received from the task so far."""
-        with self._cond:
-            return self._total
 
     def pending(self) -> int:
         """Bytes received but not acknowledged yet."""
         with self._cond:
             return len(self._buf)
-
-    def is_eof(self) -> bool:
-        """True once the pipe is closed (every writer is gone)."""
-        with self._cond:
-            return self._eof
 
     def append(self, data: bytes) -> None:
         """Adds output (from the reader, or the runner's own messages)."""
@@ -64,7 +47,6 @@ class OutputStream:
             return
         with self._cond:
             self._buf.extend(data)
-            self._total += len(data)
             self.last_output = self._clock()
             self._cond.notify_all()
 
@@ -83,9 +65,13 @@ class OutputStream:
             self._cond.notify_all()
 
     def wait(self, threshold: int, timeout: float) -> None:
-        """Returns once `threshold` bytes are pending, the pipe closed, or `timeout` passed."""
+        """Returns once `threshold` bytes are pending, `wake` was called, or `timeout` passed.
+
+        End of file does not end the wait: a task may close its output and
+        keep running, and the caller must not spin meanwhile.
+        """
         with self._cond:
-            self._cond.wait_for(lambda: len(self._buf) >= threshold or self._eof, timeout)
+            self._cond.wait_for(lambda: len(self._buf) >= threshold or self._woken, timeout)
 
     def wait_eof(self, timeout: float) -> bool:
         """Waits for the pipe to close; True if it did."""
@@ -93,8 +79,9 @@ class OutputStream:
             return self._cond.wait_for(lambda: self._eof, timeout)
 
     def wake(self) -> None:
-        """Wakes `wait` callers (the process exited, say)."""
+        """Ends current and future `wait`s early (the process exited)."""
         with self._cond:
+            self._woken = True
             self._cond.notify_all()
 
     def pump(self, fd: int) -> None:

@@ -109,7 +109,6 @@ class Supervisor(threading.Thread):
         self.exited_at: Optional[float] = None
         self.hard_timeout = False
         self.io_timeout = False
-        self.kill_reason: Optional[str] = None
         self._kill_deadline: Optional[float] = None
         self._killed = False
 
@@ -154,6 +153,5 @@ class Supervisor(threading.Thread):
 
     def _terminate(self, now: float, reason: str) -> None:
         log.info("stopping process group %d: %s", self.pgid, reason)
-        self.kill_reason = reason
         kill_group(self.pgid, signal.SIGTERM)
         self._kill_deadline = now + self._grace

@@ -26,7 +26,6 @@ import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from bot import manifest
-from bot import remote as remote_mod
 from bot.remote import Remote, RemoteError
 from bot.stream import OutputStream, chunk_ready
 from bot.supervisor import Supervisor, become_subreaper, end_group, kill_group
@@ -114,10 +113,12 @@ class TaskRun:
         """Cost so far, from the bot's advertised hourly cost."""
         return round(self.cost_usd_hour * (self.clock() - self.begin) / 3600.0, 8)
 
-    def send(
-        self, fields: Mapping[str, Any], with_output: bool, budget: float
-    ) -> Optional[Dict[str, Any]]:
-        """One task_update; the chunk it carries is dropped only once acknowledged."""
+    def send(self, fields: Mapping[str, Any], with_output: bool) -> Optional[Dict[str, Any]]:
+        """One task_update; the chunk it carries is dropped only once acknowledged.
+
+        None when it failed (after the HTTP client's retries): the caller
+        carries on, and the same bytes go again at the same offset next time.
+        """
         body: Dict[str, Any] = {
             "cost_usd": self.cost(),
             "id": self.bot_id,
@@ -130,7 +131,7 @@ class TaskRun:
             body["output"] = base64.b64encode(data).decode("ascii")
             body["output_chunk_start"] = offset
         try:
-            answer = self.remote.post_json(f"task_update/{self.task_id}", body, budget=budget)
+            answer = self.remote.post_json(f"task_update/{self.task_id}", body)
         except RemoteError as e:
             log.warning("task_update failed (output kept for a retry): %s", e)
             return None
@@ -169,12 +170,12 @@ class TaskRun:
                 "SWARMING_TASK_ID": self.task_id,
             },
         )
-        first = self.send({"cost_usd": 0}, with_output=False, budget=remote_mod.CALL_BUDGET)
+        first = self.send({"cost_usd": 0}, with_output=False)
         if first is None:
             raise ReportError("Failed to contact server for the first task_update")
         if first.get("must_stop"):
             log.info("the server stopped the task before it started")
-            done = self.send({"canceled": True}, with_output=False, budget=remote_mod.CALL_BUDGET)
+            done = self.send({"canceled": True}, with_output=False)
             self.result.update(canceled=True, final_reported=done is not None)
             return self.result
         _fresh_dir(run_dir)
@@ -237,7 +238,7 @@ class TaskRun:
             if sup.exited_at is None and chunk_ready(
                 self.stream.pending(), now, last_send, CHUNK_SIZE, OUTPUT_INTERVAL, HEARTBEAT
             ):
-                self.send({}, with_output=True, budget=remote_mod.CALL_BUDGET)
+                self.send({}, with_output=True)
                 last_send = self.clock()
             if self.clock() - self.last_ack > CONTACT_LOST:
                 sup.request_stop("no task_update acknowledged for too long")
@@ -291,7 +292,7 @@ class TaskRun:
             if is_last and completion is None and not pending:
                 return True
             fields = completion if is_last and completion is not None else {}
-            if self.send(fields, with_output=True, budget=remote_mod.CALL_BUDGET):
+            if self.send(fields, with_output=True):
                 failures = 0
                 if is_last:
                     return True

@@ -2,10 +2,11 @@
 
 The bot never runs a task's command itself. It confirms the reservation
 (`claim`, idempotent by `claim_id`), prepares `w/`, calls `on_before_task`,
-starts the task runner as a child in its own process group (so a crash there
-cannot take the bot down), keeps its credentials fresh, forwards a SIGTERM,
-and kills it if it hangs. Whatever went wrong inside becomes a `task_error`
-(PROTOCOL.md 1.9); then `on_after_task` runs and `w/` is deleted.
+starts the task runner as a child process (so a crash there cannot take the
+bot down), keeps its credentials fresh, forwards a SIGTERM, and kills it if
+it hangs. Whatever went wrong inside becomes a `task_error` (PROTOCOL.md
+1.9); then `on_after_task` runs and `w/` is deleted. A task that a killed
+bot left running is stopped when the next bot starts in the directory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import signal
 import subprocess
 import time
 import uuid
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from bot.context import BotContext
 from bot.remote import RemoteError
@@ -31,6 +32,8 @@ IN_FILE = "task_runner_in.json"
 OUT_FILE = "task_runner_out.json"
 AUTH_FILE = "bot_auth_headers.json"
 PID_FILE = "command.pid"
+# An empty file hooks and the task may use to pass data (stock: SWARMING_BOT_FILE).
+BOT_FILE = "bot_file"
 RUNNER_LOG = os.path.join("logs", "task_runner.log")
 # The stock bot's last-resort timeout (PROTOCOL.md 3.7 step 2), grace at least 30 s.
 MIN_GRACE = 30.0
@@ -123,9 +126,9 @@ def run_task(ctx: BotContext, manifest: Dict[str, Any]) -> None:
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     os.makedirs(os.path.join(ctx.rt.base_dir, "logs"), exist_ok=True)
-    for error in ctx.hooks.call_both("on_before_task", ctx.info, manifest):
-        ctx.report_error(error)
     paths = {name: os.path.join(work, name) for name in (IN_FILE, OUT_FILE, AUTH_FILE, PID_FILE)}
+    bot_file = os.path.join(work, BOT_FILE)
+    open(bot_file, "wb").close()
     _write_json(paths[AUTH_FILE], {"headers": ctx.remote_auth_headers()})
     _write_json(
         paths[IN_FILE],
@@ -142,15 +145,36 @@ def run_task(ctx: BotContext, manifest: Dict[str, Any]) -> None:
             "work_dir": work,
         },
     )
-    message = _run_runner(ctx, manifest, paths)
-    result: Dict[str, Any] = {}
-    if message is None:
-        try:
-            with open(paths[OUT_FILE], encoding="utf-8") as f:
-                result = json.load(f)
-        except (OSError, ValueError) as e:
-            log_tail = _tail(os.path.join(ctx.rt.base_dir, RUNNER_LOG))
-            message = f"task_runner left no readable result: {e!r}: {log_tail}"
+    runner_cmd = ctx.rt.command("task_runner", "--in", paths[IN_FILE], "--out", paths[OUT_FILE])
+    # The runner's environment is the task's base environment.
+    runner_env = dict(os.environ, SWARMING_BOT_FILE=bot_file)
+    ctx.info.task = manifest
+    try:
+        # The stock hook signature: hooks may edit runner_cmd and runner_env in place.
+        for error in ctx.hooks.call_both(
+            "on_before_task", ctx.info, bot_file, runner_cmd, runner_env
+        ):
+            ctx.report_error(error)
+        message = _run_runner(ctx, manifest, runner_cmd, runner_env, paths)
+        result: Dict[str, Any] = {}
+        if message is None:
+            try:
+                with open(paths[OUT_FILE], encoding="utf-8") as f:
+                    result = json.load(f)
+            except (OSError, ValueError) as e:
+                log_tail = _tail(os.path.join(ctx.rt.base_dir, RUNNER_LOG))
+                message = f"task_runner left no readable result: {e!r}: {log_tail}"
+        _finish(ctx, manifest, result, message)
+    finally:
+        ctx.info.task = None
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _finish(
+    ctx: BotContext, manifest: Mapping[str, Any], result: Dict[str, Any], message: Optional[str]
+) -> None:
+    """Reports an internal failure, takes the runner's session, runs on_after_task."""
+    task_id = str(manifest.get("task_id"))
     ctx.adopt_session(result.get("session"))
     message = message or result.get("internal_failure")
     if message:
@@ -166,14 +190,16 @@ def run_task(ctx: BotContext, manifest: Dict[str, Any]) -> None:
         summary,
     ):
         ctx.report_error(error)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def _run_runner(
-    ctx: BotContext, manifest: Mapping[str, Any], paths: Mapping[str, str]
+    ctx: BotContext,
+    manifest: Mapping[str, Any],
+    cmd: List[str],
+    env: Dict[str, str],
+    paths: Mapping[str, str],
 ) -> Optional[str]:
     """Runs the task runner to its end; an error message if it did not end well."""
-    cmd = ctx.rt.command("task_runner", "--in", paths[IN_FILE], "--out", paths[OUT_FILE])
     grace = _num(manifest, "grace_period", MIN_GRACE)
     limit = last_resort_timeout(manifest)
     start = time.monotonic()
@@ -183,6 +209,7 @@ def _run_runner(
         proc = subprocess.Popen(
             cmd,
             cwd=ctx.rt.base_dir,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=runner_log,
             stderr=subprocess.STDOUT,

@@ -33,9 +33,10 @@ log = logging.getLogger("drover_bot.update")
 
 # How long a version that failed to install is left alone.
 FAILED_VERSION_HOLD = 300.0
-# Longest single wait while holding off; the bot keeps polling meanwhile so
-# the server still sees it alive.
-HOLD_POLL = 60.0
+# Longest single wait while holding off: the bot keeps polling meanwhile, so
+# the server still sees it alive and can change its mind (then the
+# quarantine is lifted at the next answer that is not this update).
+HOLD_POLL = 15.0
 IS_FINE_TIMEOUT = 120.0
 VERSION_RE = re.compile(r"^[0-9a-f]{40,64}$")
 

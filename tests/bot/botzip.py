@@ -30,8 +30,9 @@ def get_state(bot):
 def get_authentication_headers(bot):
     return {"Authorization": "Bearer test-token"}, None
 
-def on_before_task(bot, manifest):
-    manifest.setdefault("env", {})["FROM_HOOK"] = "yes"
+def on_before_task(bot, bot_file, runner_cmd, runner_env):
+    runner_env["FROM_HOOK"] = bot.task["task_id"]
+    runner_env["BOT_FILE_EXISTS"] = str(os.path.exists(bot_file))
 
 def on_after_task(bot, failure, internal_failure, task_dimensions, summary):
     with open(os.path.join(bot.base_dir, "after_task.json"), "w") as f:

@@ -81,8 +81,8 @@ def test_raising_getters_fall_back_to_defaults_with_an_error(bot: hooks.BotInfo)
 
 def test_failing_task_hooks_become_error_messages(bot: hooks.BotInfo) -> None:
     """An on_before_task that raises is returned as a message, not raised."""
-    h = hooks.Hooks(("s.py", "def on_before_task(bot, manifest): 1/0\n"))
-    errors = h.call_both("on_before_task", bot, {})
+    h = hooks.Hooks(("s.py", "def on_before_task(bot, bot_file, cmd, env): 1/0\n"))
+    errors = h.call_both("on_before_task", bot, "bot_file", [], {})
     assert len(errors) == 1
     assert "ZeroDivisionError" in errors[0]
 

@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any
 
+import pytest
+
 from bot import archive
 from tests.bot import botzip
 from tests.bot.conftest import BOT_ID, StartBot, bot_env, wait_until
@@ -144,6 +146,18 @@ def test_host_reboot_without_a_reboot_command_only_reports(
     server.wait_for(lambda r: r.endpoint == "poll" and r.ts > error.ts)
 
 
+def test_host_reboot_runs_the_operator_command(
+    server: FakeServer, start_bot: StartBot, tmp_path: pathlib.Path
+) -> None:
+    """$DROVER_BOT_REBOOT_CMD is what "reboot" means; a failing one is reported."""
+    marker = tmp_path / "rebooted"
+    command = f"sh -c 'echo $0 > {marker}; exit 4' asked"
+    server.polls.append({"cmd": "host_reboot", "message": "kernel update"})
+    start_bot(env={"DROVER_BOT_REBOOT_CMD": command})
+    server.wait_event("bot_error", "exited with 4")
+    assert marker.read_text() == "asked\n"
+
+
 def test_bot_restart_reexecs_and_handshakes_again(server: FakeServer, start_bot: StartBot) -> None:
     """bot_restart: is_fine, bot_shutdown "About to restart", a new session ID, the same pid."""
     server.polls.append({"cmd": "bot_restart", "message": "pick up new bots.cfg config"})
@@ -269,3 +283,18 @@ def test_a_bot_from_the_source_tree_runs_tasks(server: FakeServer, tmp_path: pat
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_the_quickstart_base_hooks_fit_the_bot(server: FakeServer, start_bot: StartBot) -> None:
+    """configs/bot_config.py, as the server bakes it in, loads and runs without errors."""
+    hooks = botzip.BOT_DIR.parent / "configs" / "bot_config.py"
+    if not hooks.exists():
+        pytest.skip("no configs/bot_config.py in this checkout")
+    server.run(manifest(T1, [sys.executable, "-c", "print('ok')"]))
+    start_bot(bot_config=hooks.read_text())
+    final = server.wait_final(T1)
+    assert final.body["exit_code"] == 0
+    poll = server.wait_for(lambda r: r.endpoint == "poll" and r.ts > final.ts)
+    assert "quarantined" not in poll.body["state"]
+    assert "authorization" not in poll.headers
+    assert [e.body["message"] for e in server.of("event")] == []

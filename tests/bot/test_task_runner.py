@@ -8,6 +8,7 @@ import os
 import pathlib
 import signal
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -41,7 +42,8 @@ def test_tasks_report_output_and_exit_codes(
     server: FakeServer, start_bot: StartBot, python: str
 ) -> None:
     """claim, a bare first update, then the output and exit code (0, then 3) in the final."""
-    server.run(manifest(T1, py("import os; print('hello', os.environ['FROM_HOOK'])")))
+    code = "import os; print('hello', os.environ['FROM_HOOK'], os.environ['BOT_FILE_EXISTS'])"
+    server.run(manifest(T1, py(code)))
     server.run(manifest(T2, py("import sys; sys.exit(3)")))
     bot = start_bot(python=python)
     final = server.wait_final(T1).body
@@ -50,7 +52,7 @@ def test_tasks_report_output_and_exit_codes(
     assert final["bot_overhead"] >= 0
     assert final["hard_timeout"] is False
     assert final["io_timeout"] is False
-    assert server.output(T1) == b"hello yes\n"
+    assert server.output(T1) == f"hello {T1} True\n".encode()
     claim = server.of("claim")[0].body
     assert claim["task_id"] == T1
     assert len(claim["claim_id"]) == 32
@@ -258,3 +260,27 @@ def test_a_restarted_bot_kills_what_a_killed_bot_left_running(
     wait_until(lambda: not is_alive(command), timeout=10)
     server.wait_for(lambda r: r.endpoint == "handshake" and len(server.of("handshake")) == 2)
     assert not (bot.dir / "w").exists()
+
+
+def cpu_ticks(pid: int) -> int:
+    """User plus system CPU time of `pid`, in clock ticks."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_a_task_that_closes_its_output_keeps_being_watched(
+    server: FakeServer, start_bot: StartBot
+) -> None:
+    """Closing stdout early ends neither the task nor its timeouts, and the runner idles."""
+    server.run(manifest(T1, ["sh", "-c", "echo bye; exec >&- 2>&-; sleep 1000"], hard_timeout=3))
+    bot = start_bot()
+    server.wait_for(lambda r: r.endpoint == "task_update")
+    children = pathlib.Path(f"/proc/{bot.pid}/task/{bot.pid}/children")
+    wait_until(lambda: children.read_text().strip() != "")
+    runner = int(children.read_text().split()[0])
+    before = cpu_ticks(runner)
+    time.sleep(1)
+    assert cpu_ticks(runner) - before < 30  # a busy loop would burn ~100 ticks a second
+    final = server.wait_final(T1).body
+    assert (final["exit_code"], final["hard_timeout"]) == (-15, True)
+    assert server.output(T1) == b"bye\n"

@@ -161,7 +161,8 @@ async def test_cancelling_a_parent_cancels_its_children(make_server: ServerFacto
     assert (await _state(client, child))["state"] == "CANCELED"
     assert (await _state(client, grandchild))["state"] == "CANCELED"
     assert (await bot.update(run_id, b"q", 1))["must_stop"] is True
-    status, body = await _post(client, "/api/v1/tasks", task_body(parent_task_id="ffffffffffffff0"))
+    orphan = task_body(parent_task_id="ffffffffffffff0")
+    status, _ = await _post(client, "/api/v1/tasks", orphan)
     assert status == 404
 
 
