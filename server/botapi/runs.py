@@ -10,6 +10,7 @@ loses its output (PROTOCOL.md 0.2.1 T3).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
@@ -27,7 +28,7 @@ from server.botapi.messages import (
 )
 from server.errors import TaskNotFound
 from server.model import TaskResult, TaskState
-from server.scheduler import manifest, transitions
+from server.scheduler import dedup, manifest, transitions
 from server.scheduler.tasks import mutate
 
 log = logging.getLogger("drover.botapi")
@@ -126,6 +127,8 @@ class RunService:
             if r.reserved_until is not None:
                 r = transitions.confirm(r, now=now, tolerance_secs=tolerance, claim_id=r.claim_id)
             r = transitions.apply_update(r, req.update, now=now, tolerance_secs=tolerance)
+            if r.state is TaskState.COMPLETED:
+                r = dataclasses.replace(r, properties_hash=dedup.reusable_hash(request, r))
             return transitions.settle_restart(r, now=now, expiration_ts=requeue_until)
 
         stored, changed = await mutate(ctx.store, task_id, change)

@@ -26,7 +26,7 @@ from server.model import (
     TaskSlice,
     TaskState,
 )
-from server.scheduler import requests, transitions
+from server.scheduler import dedup, requests, transitions
 from server.scheduler.queues import QueueIndex
 from server.store.base import StaleWrite, Store
 
@@ -129,8 +129,12 @@ class TaskService:
             tags=request.tags,
             retry_of=retry_of,
         )
-        index = await self.first_runnable_slice(request, 0, now)
-        if index is None:
+        window = self._config.current.settings.reusable_task_age_secs
+        reuse = await dedup.find_dedup(self._store, request, now, window)
+        index = None if reuse else await self.first_runnable_slice(request, 0, now)
+        if reuse is not None:
+            result = dedup.deduped_result(result, reuse[1], now, reuse[0])
+        elif index is None:
             result = dataclasses.replace(
                 result, state=TaskState.NO_RESOURCE, completed_ts=now, abandoned_ts=now
             )
@@ -218,13 +222,17 @@ class TaskService:
     ) -> tuple[bytes, TaskResult, int]:
         """Returns (output bytes, result, total size) of the task's current run."""
         result = await self.get_result(task_id)
-        if result.try_number == 0:
+        source = result
+        if result.deduped_from:
+            # A deduplicated task never ran: its output is its source's.
+            source = await self.get_result(result.deduped_from)
+        if source.try_number == 0:
             return b"", result, 0
-        size = await self._store.output_size(result.run_id)
+        size = await self._store.output_size(source.run_id)
         if offset >= size:
             return b"", result, size
         want = min(length or MAX_STDOUT_READ, MAX_STDOUT_READ, size - offset)
-        data = await self._store.read_output(result.run_id, offset, want)
+        data = await self._store.read_output(source.run_id, offset, want)
         return data, result, size
 
     async def cancel(self, task_id: str, kill_running: bool) -> tuple[bool, bool]:

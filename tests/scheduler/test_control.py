@@ -189,3 +189,30 @@ async def test_admin_quarantine_and_maintenance_stop_new_work(make_server: Serve
     assert (await bot.poll())["cmd"] == "sleep"
     await _post(client, "/api/v1/bots/bot1:maintenance", {"message": ""})
     assert (await bot.poll())["cmd"] == "run"
+
+
+async def test_idempotent_task_reuses_a_recent_success(
+    make_server: ServerFactory, clock: FakeClock
+) -> None:
+    """A second idempotent task with the same properties completes at once from the first."""
+    client = await make_server()
+    bot = ScriptedBot(client)
+    await bot.handshake()
+    body = task_body(["build", "it"])
+    body["task_slices"][0]["properties"]["idempotent"] = True
+    first = (await (await client.post("/api/v1/tasks", json=body)).json())["task_id"]
+    run_id = (await bot.poll())["manifest"]["task_id"]
+    await bot.update(run_id, b"built\n", 0, exit_code=0, duration=2.0)
+    clock.advance(10)
+    second = await (await client.post("/api/v1/tasks", json=body)).json()
+    result = second["task_result"]
+    assert result["state"] == "COMPLETED"
+    assert result["deduped_from"] == first
+    assert result["try_number"] == 0
+    log = await client.get(f"/api/v1/tasks/{second['task_id']}/log")
+    assert await log.read() == b"built\n"
+    assert (await bot.poll())["cmd"] == "sleep"
+    clock.advance(7 * 24 * 3600)
+    await bot.handshake()
+    third = await (await client.post("/api/v1/tasks", json=body)).json()
+    assert third["task_result"]["state"] == "PENDING"
