@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from typing import Dict, Mapping
+from typing import IO, Dict, Mapping, Union
 
 # Where the server puts the bot package inside the archive, and the extra
 # root entry point that makes `python3 swarming_bot.zip` work.
@@ -23,30 +23,35 @@ ROOT_MAIN = "__main__.py"
 def content_digest(members: Mapping[str, bytes]) -> str:
     """SHA-256 hex over every member sorted by name.
 
-    For each member: the decimal length of its UTF-8 name, the name, the
-    decimal length of its content, the content. Lengths make the encoding
-    unambiguous (no name/content boundary can be forged by concatenation).
+    For each member: the decimal length of its name (in characters), the
+    name (UTF-8), the decimal length of its content, the content. This is
+    exactly the stock bot's `zip_package.generate_version`, so a stock
+    archive served by Drover gets the digest the stock bot computes for
+    itself (PROTOCOL.md 0.2.2 A1). The lengths make the encoding unambiguous.
     """
     h = hashlib.sha256()
     for name in sorted(members):
-        encoded = name.encode("utf-8")
         content = members[name]
-        h.update(str(len(encoded)).encode("ascii"))
-        h.update(encoded)
+        h.update(str(len(name)).encode("ascii"))
+        h.update(name.encode("utf-8"))
         h.update(str(len(content)).encode("ascii"))
         h.update(content)
     return h.hexdigest()
 
 
-def read_members(path: str) -> Dict[str, bytes]:
-    """Every file member of the zip at `path`, by name (directories skipped)."""
-    with zipfile.ZipFile(path) as zf:
-        return {info.filename: zf.read(info) for info in zf.infolist() if not info.is_dir()}
+def read_members(source: Union[str, IO[bytes]]) -> Dict[str, bytes]:
+    """Every member of a zip (a path or a binary file), by name.
+
+    Directory entries are members too, with empty content, as the stock
+    bot counts them.
+    """
+    with zipfile.ZipFile(source) as zf:
+        return {i.filename: b"" if i.is_dir() else zf.read(i) for i in zf.infolist()}
 
 
-def digest_of_zip(path: str) -> str:
-    """The content digest of the zip at `path`."""
-    return content_digest(read_members(path))
+def digest_of_zip(source: Union[str, IO[bytes]]) -> str:
+    """The content digest of a zip (a path or a binary file)."""
+    return content_digest(read_members(source))
 
 
 def source_members(package_dir: str) -> Dict[str, bytes]:

@@ -26,6 +26,8 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from bot import archive as bot_archive
+from bot.archive import content_digest as content_digest  # re-exported for callers
 from server import __version__
 from server.config.model import ConfigSnapshot
 
@@ -52,30 +54,9 @@ DEFAULT_SERVER_VERSION = f"drover-{__version__}"
 _FileKey = tuple[str, int, int]
 
 
-def content_digest(members: Mapping[str, bytes]) -> str:
-    """The version of an archive with these members (PROTOCOL.md 2.3).
-
-    SHA-256 hex over every member sorted by name: the decimal length of the
-    UTF-8 name, the name, the decimal length of the content, the content.
-    The lengths make the encoding unambiguous. This agrees with the bot's own
-    computation (`bot.archive`) and, for ASCII names, with the stock bot's
-    `zip_package.generate_version`.
-    """
-    h = hashlib.sha256()
-    for name in sorted(members):
-        encoded = name.encode("utf-8")
-        content = members[name]
-        h.update(str(len(encoded)).encode("ascii"))
-        h.update(encoded)
-        h.update(str(len(content)).encode("ascii"))
-        h.update(content)
-    return h.hexdigest()
-
-
 def read_members(data: bytes) -> dict[str, bytes]:
-    """Every file in the zip `data`, by name (directory entries skipped)."""
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        return {info.filename: zf.read(info) for info in zf.infolist() if not info.is_dir()}
+    """Every member of the zip `data`, by name (directories with empty content)."""
+    return bot_archive.read_members(io.BytesIO(data))
 
 
 def digest_of_zip(data: bytes) -> str:
@@ -169,13 +150,6 @@ def load_prebuilt(path: Path) -> BotArchive:
     Raises OSError or zipfile.BadZipFile when the file cannot be used.
     """
     data = path.read_bytes()
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        has_dirs = any(info.is_dir() for info in zf.infolist())
-    if has_dirs:
-        # The stock bot's generate_version hashes directory entries too, so
-        # it would report a version that differs from this digest and be told
-        # to update after every poll.
-        log.warning("%s has directory entries: a stock bot will not match its digest", path)
     return BotArchive(digest_of_zip(data), data, f"prebuilt {path}")
 
 

@@ -81,11 +81,14 @@ def make_zip(members: dict[str, bytes], *, directories: tuple[str, ...] = ()) ->
 
 
 def reference_digest(members: dict[str, bytes]) -> str:
-    """PROTOCOL.md 2.3 written out independently: one concatenation, hashed once."""
+    """PROTOCOL.md 2.3 written out independently: one concatenation, hashed once.
+
+    Like the stock bot, a name's length counts characters, not UTF-8 bytes.
+    """
     parts = []
     for name in sorted(members):
         raw = name.encode()
-        parts += [b"%d" % len(raw), raw, b"%d" % len(members[name]), members[name]]
+        parts += [b"%d" % len(name), raw, b"%d" % len(members[name]), members[name]]
     return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
@@ -169,11 +172,12 @@ def test_digest_of_zip_matches_the_members_digest(bot_dir: Path, tmp_path: Path)
     assert bot_archive.digest_of_zip(str(path)) == botcode.digest_of_zip(data)
 
 
-def test_digest_of_zip_skips_directory_entries() -> None:
-    """Directory entries do not count; only files do."""
+def test_digest_of_zip_counts_directory_entries_like_the_stock_bot() -> None:
+    """Directory entries count as empty members, as in zip_package.generate_version."""
     members = {"a/x.py": b"1", "b.py": b"2"}
     with_dirs = make_zip(members, directories=("a/",))
-    assert botcode.digest_of_zip(with_dirs) == botcode.content_digest(members)
+    assert botcode.digest_of_zip(with_dirs) == botcode.content_digest({**members, "a/": b""})
+    assert botcode.digest_of_zip(with_dirs) != botcode.content_digest(members)
 
 
 def test_trailing_slash_and_missing_main_are_refused(bot_dir: Path) -> None:
@@ -244,15 +248,12 @@ def test_prebuilt_stable_is_served_as_is(bot_dir: Path, archive_file: ArchiveFil
     assert code.get(code.stable.digest) is code.stable
 
 
-def test_prebuilt_with_directories_warns(
-    bot_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A prebuilt archive with directory entries is served but flagged in the logs."""
+def test_prebuilt_with_directories_gets_the_stock_digest(bot_dir: Path, tmp_path: Path) -> None:
+    """A prebuilt archive with directory entries is versioned as the stock bot versions itself."""
     path = tmp_path / "dirs.zip"
     path.write_bytes(make_zip({"a/x.py": b"1"}, directories=("a/",)))
-    with caplog.at_level(logging.WARNING, logger="drover.botcode"):
-        BotCode(make_snapshot(stable_archive_file=str(path)), server_url=URL, bot_dir=bot_dir)
-    assert "directory entries" in caplog.text
+    code = BotCode(make_snapshot(stable_archive_file=str(path)), server_url=URL, bot_dir=bot_dir)
+    assert code.stable.digest == reference_digest({"a/": b"", "a/x.py": b"1"})
 
 
 def test_canary_share(bot_dir: Path, archive_file: ArchiveFile) -> None:

@@ -118,10 +118,12 @@ async def find_dedup(
 def deduped_result(new: TaskResult, source: TaskResult, now: float, slice_index: int) -> TaskResult:
     """The new task's result, COMPLETED at `now` with the source's result.
 
-    The exit code and duration are copied; the task never ran, so it has no
-    try (try_number 0), no bot, no start time and no cost, and it is not
-    queued. Its output is the source's, read through `deduped_from`. It does
-    not carry a `properties_hash`: a copy is never itself a source.
+    `new` is the result as creation built it. The exit code and duration are
+    copied; the task never ran, so it keeps no try (try_number 0), no bot,
+    no start time and no cost, and it is not queued. Its output is the
+    source's, read through `deduped_from` (a result holds no output size of
+    its own to copy). It carries no `properties_hash`: a copy is never
+    itself a source.
     """
     return dataclasses.replace(
         new,

@@ -15,7 +15,8 @@ def independent_digest(members: dict[str, bytes]) -> str:
     blob = b""
     for name in sorted(members):
         raw = name.encode("utf-8")
-        blob += str(len(raw)).encode() + raw + str(len(members[name])).encode() + members[name]
+        # Characters, not bytes: the stock bot's generate_version uses len(name).
+        blob += str(len(name)).encode() + raw + str(len(members[name])).encode() + members[name]
     return hashlib.sha256(blob).hexdigest()
 
 
