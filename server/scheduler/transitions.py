@@ -8,6 +8,7 @@ these pure makes the lifecycle easy to test exhaustively.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from server.model import BotDimensions, TaskResult, TaskState
 
@@ -145,14 +146,10 @@ def end_with_error(
         state = TaskState.CLIENT_ERROR
     else:
         state = TaskState.BOT_DIED
-    return dataclasses.replace(
+    return _end(
         result,
-        state=state,
-        completed_ts=now,
-        abandoned_ts=now,
-        modified_ts=now,
-        dead_after_ts=None,
-        reserved_until=None,
+        state,
+        now,
         internal_failure=state is TaskState.BOT_DIED,
         failure=True,
         error=message,
@@ -162,14 +159,7 @@ def end_with_error(
 def cancel(result: TaskResult, *, now: float, kill_running: bool) -> TaskResult | None:
     """Cancels a pending task at once, or asks a running one to stop; None if neither."""
     if result.state is TaskState.PENDING:
-        return dataclasses.replace(
-            result,
-            state=TaskState.CANCELED,
-            abandoned_ts=now,
-            completed_ts=now,
-            modified_ts=now,
-            queue_key="",
-        )
+        return _end(result, TaskState.CANCELED, now)
     if result.state is TaskState.RUNNING and kill_running and not result.killing:
         return dataclasses.replace(result, killing=True, modified_ts=now)
     return None
@@ -190,14 +180,7 @@ def next_slice(
 
 def expire(result: TaskResult, *, now: float) -> TaskResult:
     """No slice was picked up in time."""
-    return dataclasses.replace(
-        result,
-        state=TaskState.EXPIRED,
-        abandoned_ts=now,
-        completed_ts=now,
-        modified_ts=now,
-        queue_key="",
-    )
+    return _end(result, TaskState.EXPIRED, now)
 
 
 def release(result: TaskResult, *, now: float) -> TaskResult:
@@ -225,37 +208,15 @@ def bot_died(result: TaskResult, *, now: float, retry_expiration_ts: float | Non
     With `retry_expiration_ts` the task goes back to its queue for another try.
     """
     if result.killing:
-        return dataclasses.replace(
-            result,
-            state=TaskState.KILLED,
-            exit_code=-1,
-            failure=True,
-            completed_ts=now,
-            abandoned_ts=now,
-            dead_after_ts=None,
-            modified_ts=now,
-        )
+        return _end(result, TaskState.KILLED, now, exit_code=-1, failure=True)
     if retry_expiration_ts is not None:
-        return dataclasses.replace(
-            result,
-            state=TaskState.PENDING,
-            bot_id="",
-            bot_dimensions={},
-            started_ts=None,
-            dead_after_ts=None,
-            reserved_until=None,
-            expiration_ts=retry_expiration_ts,
-            modified_ts=now,
-        )
-    return dataclasses.replace(
+        return requeue(result, now=now, expiration_ts=retry_expiration_ts)
+    return _end(
         result,
-        state=TaskState.BOT_DIED,
+        TaskState.BOT_DIED,
+        now,
         internal_failure=True,
         failure=True,
-        completed_ts=now,
-        abandoned_ts=now,
-        dead_after_ts=None,
-        modified_ts=now,
         error="the bot stopped sending updates",
     )
 
@@ -318,3 +279,20 @@ def settle_restart(result: TaskResult, *, now: float, expiration_ts: float) -> T
     if result.restarting and not result.state.is_active:
         return requeue(result, now=now, expiration_ts=expiration_ts)
     return result
+
+
+def _end(result: TaskResult, state: TaskState, now: float, **changes: Any) -> TaskResult:
+    """Ends the task in a final state the bot did not report (it was abandoned).
+
+    The queue key stays: a restart queues the task again in the same queue.
+    """
+    return dataclasses.replace(
+        result,
+        state=state,
+        completed_ts=now,
+        abandoned_ts=now,
+        dead_after_ts=None,
+        reserved_until=None,
+        modified_ts=now,
+        **changes,
+    )
