@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 
 import grpc_tools
 from grpc_tools import protoc
@@ -54,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
