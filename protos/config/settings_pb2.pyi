@@ -42,7 +42,7 @@ class SettingsCfg(_message.Message):
     max_bot_sleep_time: _builtins.int
     """Upper bound of an idle bot's sleep. Default 60; 1..3600."""
     long_poll_secs: _builtins.int
-    """How long an idle bot's poll is held open. Default 40; 0..50, where an
+    """How long an idle bot's poll is held open. Default 40; 0..45, where an
     explicit 0 turns long polling off (a stock bot drops a request after
     60 s, PROTOCOL.md 0.2.1 T1).
     """

@@ -33,7 +33,7 @@ SETTINGS_RANGES: Mapping[str, tuple[int, int]] = {
     "reusable_task_age_secs": (1, 30 * 24 * 3600),
     "bot_death_timeout_secs": (30, 86400),
     "max_bot_sleep_time": (1, 3600),
-    "long_poll_secs": (0, 50),
+    "long_poll_secs": (0, 45),
     "reservation_timeout_secs": (30, 3600),
     "session_lifetime_secs": (60, 86400),
     "bot_ping_tolerance_secs": (60, 3600),
