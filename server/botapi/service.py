@@ -122,18 +122,9 @@ class BotService:
             admin_maintenance=existing.admin_maintenance if existing else "",
         )
         await ctx.store.put_bot(bot)
-        await ctx.store.add_bot_event(
-            BotEvent(
-                bot_id=bot.bot_id,
-                ts=now,
-                event_type="bot_connected",
-                dimensions=bot.dimensions,
-                state=bot.state,
-                version=bot.version,
-                quarantined=bot.quarantined,
-                maintenance=bot.maintenance,
-            )
-        )
+        # A retried handshake reuses its session ID: record the connection once.
+        if existing is None or existing.session_id != req.session_id:
+            await self._connected(bot, now)
         sess = session.new_session(
             req.bot_id,
             req.session_id or "legacy",
@@ -235,6 +226,20 @@ class BotService:
         if req.event == "bot_error":
             log.error("bot %s reported an error: %s", sess.bot_id, req.message[:4096])
         return {}
+
+    async def _connected(self, bot: Bot, now: float) -> None:
+        await self._ctx.store.add_bot_event(
+            BotEvent(
+                bot_id=bot.bot_id,
+                ts=now,
+                event_type="bot_connected",
+                dimensions=bot.dimensions,
+                state=bot.state,
+                version=bot.version,
+                quarantined=bot.quarantined,
+                maintenance=bot.maintenance,
+            )
+        )
 
     async def _record_poll(
         self,
