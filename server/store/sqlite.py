@@ -31,7 +31,7 @@ from typing import Any
 from server import errors
 from server.clock import Clock, SystemClock
 from server.model import Bot, BotEvent, BotQuery, Page, Queue, TaskQuery, TaskRequest, TaskResult
-from server.store import codec, sqlite_output, sqlite_schema
+from server.store import codec, sqlite_bots, sqlite_output, sqlite_schema
 from server.store.base import StaleWrite
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
@@ -42,6 +42,9 @@ from server.store.sqlite_results import (
     queue_position,
     store_result,
 )
+from server.store.sqlite_sql import check_limit as _check_limit
+from server.store.sqlite_sql import marks as _marks
+from server.store.sqlite_sql import where as _where
 
 # Expired poll replies deleted per put_poll_reply: bounds the work a put does
 # while still outpacing the rate replies are added.
@@ -112,70 +115,12 @@ class SqliteStore:
 
     async def put_bot(self, bot: Bot) -> None:
         """Creates or replaces the bot record (last writer wins)."""
-        dims = json.dumps(bot.dimensions, sort_keys=True, separators=(",", ":"))
         with self._write() as db:
-            old = db.execute("SELECT dimensions FROM bots WHERE bot_id = ?", (bot.bot_id,))
-            row = old.fetchone()
-            db.execute(
-                "INSERT INTO bots (bot_id, last_seen_ts, quarantined, busy, dimensions, data)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id) DO UPDATE SET"
-                " last_seen_ts = excluded.last_seen_ts, quarantined = excluded.quarantined,"
-                " busy = excluded.busy, dimensions = excluded.dimensions, data = excluded.data",
-                (
-                    bot.bot_id,
-                    bot.last_seen_ts,
-                    bool(bot.quarantined),
-                    bool(bot.task_id),
-                    dims,
-                    codec.dumps(bot),
-                ),
-            )
-            # Dimensions rarely change, while a bot is written on every poll.
-            if row is None or row[0] != dims:
-                db.execute("DELETE FROM bot_dimensions WHERE bot_id = ?", (bot.bot_id,))
-                db.executemany(
-                    "INSERT OR IGNORE INTO bot_dimensions (bot_id, key, value) VALUES (?, ?, ?)",
-                    [(bot.bot_id, k, v) for k, vs in bot.dimensions.items() for v in vs],
-                )
+            sqlite_bots.write_bot(db, bot)
 
     async def list_bots(self, query: BotQuery) -> Page[Bot]:
-        """Lists bots by ID, filtered as `query` says, paged by `query.cursor`.
-
-        A bot matches a requested dimension when it has the key with the
-        value, or with any of the values of an "a|b" alternative.
-        """
-        _check_limit(query.limit)
-        where: list[str] = []
-        args: list[Any] = []
-        if query.cursor:
-            where.append("bot_id > ?")
-            args.extend(decode_cursor("bots", query.cursor, str))
-        for key, value in query.dimensions:
-            values = value.split("|")
-            where.append(
-                "EXISTS (SELECT 1 FROM bot_dimensions d WHERE d.bot_id = bots.bot_id"
-                f" AND d.key = ? AND d.value IN ({_marks(values)}))"
-            )
-            args.extend([key, *values])
-        if query.quarantined is not None:
-            where.append("quarantined = ?")
-            args.append(query.quarantined)
-        if query.is_busy is not None:
-            where.append("busy = ?")
-            args.append(query.is_busy)
-        if query.is_dead is not None:
-            where.append("last_seen_ts < ?" if query.is_dead else "last_seen_ts >= ?")
-            args.append(query.dead_before)
-        rows = self._db.execute(
-            f"SELECT bot_id, data FROM bots {_where(where)} ORDER BY bot_id LIMIT ?",
-            (*args, query.limit + 1),
-        ).fetchall()
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        return Page(
-            items=[codec.loads(Bot, data) for _, data in rows],
-            cursor=encode_cursor("bots", rows[-1][0]) if more else "",
-        )
+        """Lists bots by ID, filtered as `query` says, paged by `query.cursor`."""
+        return sqlite_bots.select_bots(self._db, query)
 
     async def add_bot_event(self, event: BotEvent) -> None:
         """Appends an event to the bot's history."""
@@ -186,22 +131,7 @@ class SqliteStore:
 
     async def list_bot_events(self, bot_id: str, limit: int, cursor: str = "") -> Page[BotEvent]:
         """Lists a bot's events, newest first (events of one time in reverse order added)."""
-        _check_limit(limit)
-        where, args = ["bot_id = ?"], [bot_id]
-        if cursor:
-            where.append("(ts, id) < (?, ?)")
-            args.extend(decode_cursor("bot_events", cursor, float, int))
-        rows = self._db.execute(
-            f"SELECT ts, id, data FROM bot_events {_where(where)}"
-            " ORDER BY ts DESC, id DESC LIMIT ?",
-            (*args, limit + 1),
-        ).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            items=[codec.loads(BotEvent, data) for _, _, data in rows],
-            cursor=encode_cursor("bot_events", *rows[-1][:2]) if more else "",
-        )
+        return sqlite_bots.select_events(self._db, bot_id, limit, cursor)
 
     # Poll replay.
 
@@ -425,16 +355,3 @@ class SqliteStore:
     async def output_size(self, run_id: str) -> int:
         """Returns the output's size: the end of the furthest write."""
         return sqlite_output.size(self._db, run_id)
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise errors.InvalidRequest(f"page limit {limit} is not positive")
-
-
-def _marks(values: Sequence[object] | frozenset[object]) -> str:
-    return ", ".join("?" * len(values))
-
-
-def _where(conditions: list[str]) -> str:
-    return f"WHERE {' AND '.join(conditions)}" if conditions else ""

@@ -1,0 +1,23 @@
+"""Small SQL-building helpers shared by the SQLite store's modules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from server import errors
+
+
+def check_limit(limit: int) -> None:
+    """Refuses a page limit below 1."""
+    if limit < 1:
+        raise errors.InvalidRequest(f"page limit {limit} is not positive")
+
+
+def marks(values: Sequence[object] | frozenset[object]) -> str:
+    """One `?` placeholder per value."""
+    return ", ".join("?" * len(values))
+
+
+def where(conditions: list[str]) -> str:
+    """A WHERE clause joining `conditions` with AND, or nothing."""
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
