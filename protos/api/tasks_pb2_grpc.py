@@ -95,6 +95,26 @@ class TasksStub:
                 request_serializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
                 response_deserializer=protos_dot_api_dot_tasks__pb2.PendingResponse.FromString,
                 _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/drover.api.v1.Tasks/ListTasks',
+                request_serializer=protos_dot_api_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
+        self.CountTasks = channel.unary_unary(
+                '/drover.api.v1.Tasks/CountTasks',
+                request_serializer=protos_dot_api_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.CountTasksResponse.FromString,
+                _registered_method=True)
+        self.SummarizeTasks = channel.unary_unary(
+                '/drover.api.v1.Tasks/SummarizeTasks',
+                request_serializer=protos_dot_api_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.TasksSummary.FromString,
+                _registered_method=True)
+        self.CancelTasks = channel.unary_unary(
+                '/drover.api.v1.Tasks/CancelTasks',
+                request_serializer=protos_dot_api_dot_tasks__pb2.BatchCancelRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+                _registered_method=True)
 
 
 class TasksServicer:
@@ -178,6 +198,32 @@ class TasksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTasks(self, request, context):
+        """Newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SummarizeTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTasks(self, request, context):
+        """Cancels the active tasks with every listed tag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TasksServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +286,26 @@ def add_TasksServicer_to_server(servicer, server):
                     servicer.GetPending,
                     request_deserializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.FromString,
                     response_serializer=protos_dot_api_dot_tasks__pb2.PendingResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.ListTasksRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'CountTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTasks,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.ListTasksRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.CountTasksResponse.SerializeToString,
+            ),
+            'SummarizeTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeTasks,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.ListTasksRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.TasksSummary.SerializeToString,
+            ),
+            'CancelTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTasks,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.BatchCancelRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.BatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -566,6 +632,114 @@ class Tasks:
             '/drover.api.v1.Tasks/GetPending',
             protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
             protos_dot_api_dot_tasks__pb2.PendingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/ListTasks',
+            protos_dot_api_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/CountTasks',
+            protos_dot_api_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.CountTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/SummarizeTasks',
+            protos_dot_api_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.TasksSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/CancelTasks',
+            protos_dot_api_dot_tasks__pb2.BatchCancelRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,12 @@ class TasksStub:
     ReprioritizeTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskReprioritizeRequest, _tasks_pb2.TaskControlResponse]
     """Changes the priority of a pending task."""
     GetPending: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.PendingResponse]
+    ListTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]
+    """Newest first."""
+    CountTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.CountTasksResponse]
+    SummarizeTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.TasksSummary]
+    CancelTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.BatchCancelRequest, _tasks_pb2.BatchResponse]
+    """Cancels the active tasks with every listed tag."""
 
 @_typing.type_check_only
 class TasksAsyncStub(TasksStub):
@@ -74,6 +80,12 @@ class TasksAsyncStub(TasksStub):
     ReprioritizeTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskReprioritizeRequest, _tasks_pb2.TaskControlResponse]  # type: ignore[assignment]
     """Changes the priority of a pending task."""
     GetPending: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.PendingResponse]  # type: ignore[assignment]
+    ListTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.ListTasksResponse]  # type: ignore[assignment]
+    """Newest first."""
+    CountTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.CountTasksResponse]  # type: ignore[assignment]
+    SummarizeTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.TasksSummary]  # type: ignore[assignment]
+    CancelTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.BatchCancelRequest, _tasks_pb2.BatchResponse]  # type: ignore[assignment]
+    """Cancels the active tasks with every listed tag."""
 
 class TasksServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -166,5 +178,35 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.TaskIdRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.PendingResponse, _abc.Awaitable[_tasks_pb2.PendingResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListTasks(
+        self,
+        request: _tasks_pb2.ListTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.ListTasksResponse, _abc.Awaitable[_tasks_pb2.ListTasksResponse]]:
+        """Newest first."""
+
+    @_abc_1.abstractmethod
+    def CountTasks(
+        self,
+        request: _tasks_pb2.ListTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.CountTasksResponse, _abc.Awaitable[_tasks_pb2.CountTasksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SummarizeTasks(
+        self,
+        request: _tasks_pb2.ListTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.TasksSummary, _abc.Awaitable[_tasks_pb2.TasksSummary]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelTasks(
+        self,
+        request: _tasks_pb2.BatchCancelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.BatchResponse, _abc.Awaitable[_tasks_pb2.BatchResponse]]:
+        """Cancels the active tasks with every listed tag."""
 
 def add_TasksServicer_to_server(servicer: TasksServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,6 +5,7 @@ The same objects serve HTTP/JSON (server/api/transcoder.py) and gRPC.
 
 from __future__ import annotations
 
+import collections
 from typing import Protocol
 
 from google.api import httpbody_pb2
@@ -16,12 +17,15 @@ from server.api import convert
 from server.api.transcoder import CallContext
 from server.botcode import BotCode
 from server.clock import Clock
-from server.model import BotQuery, TaskRequest, TaskResult
+from server.errors import InvalidRequest
+from server.model import BotQuery, TaskQuery, TaskRequest, TaskResult, TaskState
 from server.scheduler.fleet import FleetService
 from server.scheduler.pending import PendingService
 from server.scheduler.tasks import ConfigSource, TaskService
 
 DEFAULT_PAGE = 100
+# One batch operation covers at most this many tasks (like Swarming's CancelTasks).
+MAX_BATCH = 1000
 
 
 class TasksServicer:
@@ -131,6 +135,46 @@ class TasksServicer:
             ],
         )
 
+    async def ListTasks(
+        self, req: tasks_pb2.ListTasksRequest, ctx: CallContext
+    ) -> tasks_pb2.ListTasksResponse:
+        page = await self._tasks.list_tasks(_task_query(req))
+        return tasks_pb2.ListTasksResponse(
+            items=[convert.result_message(r) for r in page.items], cursor=page.cursor
+        )
+
+    async def CountTasks(
+        self, req: tasks_pb2.ListTasksRequest, ctx: CallContext
+    ) -> tasks_pb2.CountTasksResponse:
+        found = await self._tasks.select(_task_query(req))
+        return tasks_pb2.CountTasksResponse(count=len(found))
+
+    async def SummarizeTasks(
+        self, req: tasks_pb2.ListTasksRequest, ctx: CallContext
+    ) -> tasks_pb2.TasksSummary:
+        found = await self._tasks.select(_task_query(req))
+        counts = collections.Counter(r.state for r in found)
+        return tasks_pb2.TasksSummary(
+            total=len(found),
+            states=[
+                tasks_pb2.StateCount(state=int(s), count=n)  # type: ignore[arg-type]
+                for s, n in sorted(counts.items())
+            ],
+            all_done=all(not r.state.is_active for r in found),
+            all_succeeded=all(r.state is TaskState.COMPLETED and not r.failure for r in found),
+        )
+
+    async def CancelTasks(
+        self, req: tasks_pb2.BatchCancelRequest, ctx: CallContext
+    ) -> tasks_pb2.BatchResponse:
+        limit = req.limit or MAX_BATCH
+        if not 1 <= limit <= MAX_BATCH:
+            raise InvalidRequest(f"limit must be in 1..{MAX_BATCH}")
+        ids = await self._tasks.cancel_selected(
+            list(req.tags), kill_running=req.kill_running, dry_run=req.dry_run, limit=limit
+        )
+        return tasks_pb2.BatchResponse(task_ids=ids, dry_run=req.dry_run)
+
     async def CancelTask(
         self, req: tasks_pb2.TaskCancelRequest, ctx: CallContext
     ) -> tasks_pb2.CancelResponse:
@@ -143,6 +187,23 @@ def _metadata(request: TaskRequest, result: TaskResult) -> tasks_pb2.TaskRequest
         task_id=request.task_id,
         request=convert.request_message(request),
         task_result=convert.result_message(result),
+    )
+
+
+def _task_query(req: tasks_pb2.ListTasksRequest) -> TaskQuery:
+    """The store query of a list, count or summary request."""
+    tags = [*req.tags, *([f"pool:{req.pool}"] if req.pool else [])]
+    for tag in tags:
+        if ":" not in tag:
+            raise InvalidRequest(f"tags: {tag!r} is not of the form key:value")
+    return TaskQuery(
+        states=frozenset(TaskState(s) for s in req.state if s),
+        tags=tags,
+        bot_id=req.bot_id,
+        created_after=req.start.ToNanoseconds() / 1e9 if req.HasField("start") else None,
+        created_before=req.end.ToNanoseconds() / 1e9 if req.HasField("end") else None,
+        limit=req.limit or DEFAULT_PAGE,
+        cursor=req.cursor,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 from google.api import annotations_pb2, http_pb2, httpbody_pb2
-from google.protobuf import descriptor, json_format, message, message_factory
+from google.protobuf import descriptor, json_format, message, message_factory, timestamp_pb2
 
 from server.errors import InvalidRequest
 
@@ -123,8 +123,14 @@ def _fill_from_query(msg: message.Message, query: Mapping[str, str]) -> None:
 def _set_field(msg: message.Message, name: str, values: list[str]) -> None:
     """Sets a scalar or repeated field from strings, with 400s that name the field."""
     field: descriptor.FieldDescriptor | None = msg.DESCRIPTOR.fields_by_name.get(name)  # type: ignore[assignment]
-    if field is None or field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+    if field is None:
         raise InvalidRequest(f"unknown parameter {name!r}")
+    if field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+        kind = field.message_type.full_name if field.message_type else ""
+        if kind != "google.protobuf.Timestamp" or len(values) != 1:
+            raise InvalidRequest(f"parameter {name!r} cannot be given in the query")
+        _set_timestamp(getattr(msg, name), name, values[0])
+        return
     converted = [_convert(field, v) for v in values]
     if field.is_repeated:
         getattr(msg, name).extend(converted)
@@ -132,6 +138,21 @@ def _set_field(msg: message.Message, name: str, values: list[str]) -> None:
         if len(converted) != 1:
             raise InvalidRequest(f"parameter {name!r} takes one value")
         setattr(msg, name, converted[0])
+
+
+def _set_timestamp(ts: timestamp_pb2.Timestamp, name: str, value: str) -> None:
+    """A time in the query: RFC 3339 ("2026-11-22T08:00:00Z") or seconds since the epoch."""
+    try:
+        ts.FromNanoseconds(int(float(value) * 1e9))
+        return
+    except ValueError:
+        pass
+    try:
+        ts.FromJsonString(value)
+    except ValueError as e:
+        raise InvalidRequest(
+            f"parameter {name!r}: {value!r} is neither RFC 3339 nor seconds since the epoch"
+        ) from e
 
 
 def _convert(field: descriptor.FieldDescriptor, value: str) -> Any:

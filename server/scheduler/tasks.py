@@ -19,6 +19,7 @@ from server.model import (
     Bot,
     BotQuery,
     DimensionPairs,
+    Page,
     TaskProperties,
     TaskQuery,
     TaskRequest,
@@ -35,6 +36,9 @@ MAX_CAS_ATTEMPTS = 20
 # Tags the server adds: children are found by their parent's, reruns name their source.
 PARENT_TAG = "parent_task_id"
 RETRY_TAG = "retry_of"
+# Page sizes, and how many tasks one count, summary or batch covers at most.
+MAX_PAGE = 1000
+MAX_SELECTION = 100_000
 # A single stdout read returns at most this much.
 MAX_STDOUT_READ = 16 * 1024 * 1024
 
@@ -108,7 +112,8 @@ class TaskService:
         """
         now = self._clock.now()
         request = requests.validate(dataclasses.replace(draft, created_ts=now))
-        tags = list(request.tags)
+        # Tags the server adds, so tasks can be selected by pool and parent.
+        tags = [*request.tags, f"pool:{request.slices[0].properties.pool}"]
         if request.parent_task_id:
             parent = await self.get_result(request.parent_task_id)
             if not parent.state.is_active:
@@ -264,6 +269,44 @@ class TaskService:
             if not page.cursor:
                 return
             query = dataclasses.replace(query, cursor=page.cursor)
+
+    async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
+        """Lists tasks newest first."""
+        if not 1 <= query.limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be in 1..{MAX_PAGE}")
+        return await self._store.list_tasks(query)
+
+    async def select(self, query: TaskQuery, limit: int = MAX_SELECTION) -> list[TaskResult]:
+        """Every task `query` matches, newest first, at most `limit` of them."""
+        found: list[TaskResult] = []
+        query = dataclasses.replace(query, limit=min(limit, MAX_PAGE), cursor="")
+        while len(found) < limit:
+            page = await self._store.list_tasks(query)
+            found.extend(page.items)
+            if not page.cursor:
+                break
+            query = dataclasses.replace(query, cursor=page.cursor)
+        return found[:limit]
+
+    async def cancel_selected(
+        self, tags: list[str], *, kill_running: bool, dry_run: bool, limit: int
+    ) -> list[str]:
+        """Cancels the active tasks carrying every tag in `tags`; returns their IDs.
+
+        With `dry_run`, returns the same list without changing anything.
+        """
+        if not tags:
+            raise InvalidRequest("tags: a batch operation needs at least one tag")
+        states = {TaskState.PENDING} | ({TaskState.RUNNING} if kill_running else set())
+        query = TaskQuery(states=frozenset(states), tags=tags)
+        selected = await self.select(query, limit)
+        if dry_run:
+            return [t.task_id for t in selected]
+        changed = []
+        for task in selected:
+            if (await self.cancel(task.task_id, kill_running))[0]:
+                changed.append(task.task_id)
+        return changed
 
     async def pause(self, task_id: str) -> tuple[TaskResult, bool]:
         """Pauses a task: pending, it is not handed out; running, our bot stops it."""

@@ -67,7 +67,7 @@ async def test_new_task_round_trips_its_request(make_server: ServerFactory) -> N
     assert request["priority"] == 200
     assert request["user"] == "ci"
     result = await (await client.get(f"/api/v1/tasks/{task_id}")).json()
-    assert result["tags"] == ["a:1", "b:2"]
+    assert result["tags"] == ["a:1", "b:2", "pool:default"]
 
 
 async def test_request_uuid_makes_creation_idempotent(make_server: ServerFactory) -> None:
