@@ -17,8 +17,18 @@ from aiohttp import web
 
 from protos.api import bots_pb2, server_pb2, tasks_pb2
 from server import __version__
+from server.api import grpc_server as grpc_api
 from server.api import servicers, transcoder
-from server.appkeys import BOT_SERVICE, BOTCODE, CONFIG, RUN_SERVICE, STORE, SWEEPER, TASK_SERVICE
+from server.appkeys import (
+    BOT_SERVICE,
+    BOTCODE,
+    CONFIG,
+    GRPC,
+    RUN_SERVICE,
+    STORE,
+    SWEEPER,
+    TASK_SERVICE,
+)
 from server.auth.session import SessionKeys
 from server.botapi import handlers as bot_handlers
 from server.botapi.context import BotApiContext
@@ -59,6 +69,9 @@ class ServerOptions:
     config_poll_secs: float = 1.0
     # How often deadlines (expiry, reservations, bot death) are checked; 0 disables.
     sweep_secs: float = 1.0
+    # The client API over gRPC listens here (port 0 picks a free one); None: off.
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int | None = None
 
 
 async def create_app(
@@ -121,6 +134,8 @@ async def create_app(
     ]
     for service, servicer in api:
         app.add_routes(transcoder.routes(service, servicer))
+    endpoint = grpc_api.GrpcEndpoint()
+    app[GRPC] = endpoint
 
     sweeper = Sweeper(store, clock, tasks, queues, notifier)
     app[SWEEPER] = sweeper
@@ -133,7 +148,15 @@ async def create_app(
             loops.append(asyncio.create_task(sweeper.run(options.sweep_secs)))
         with contextlib.suppress(NotImplementedError, RuntimeError):
             config.install_sighup(asyncio.get_running_loop())
+        grpc_server = None
+        if options.grpc_port is not None:
+            grpc_server, endpoint.port = await grpc_api.start(
+                api, options.grpc_host, options.grpc_port
+            )
+            log.info("client API over gRPC on %s:%d", options.grpc_host, endpoint.port)
         yield
+        if grpc_server is not None:
+            await grpc_server.stop(grace=2)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             config.remove_sighup(asyncio.get_running_loop())
         for loop in loops:

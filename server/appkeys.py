@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from server.api.grpc_server import GrpcEndpoint
 from server.botapi.runs import RunService
 from server.botapi.service import BotService
 from server.botcode import BotCode
@@ -13,6 +14,7 @@ from server.scheduler.tasks import TaskService
 from server.store.base import Store
 
 CONFIG = web.AppKey("config", LiveConfig)
+GRPC = web.AppKey("grpc", GrpcEndpoint)
 BOTCODE = web.AppKey("botcode", BotCode)
 BOT_SERVICE = web.AppKey("bot_service", BotService)
 RUN_SERVICE = web.AppKey("run_service", RunService)

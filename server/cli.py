@@ -14,6 +14,7 @@ from aiohttp import web
 from server import __version__
 
 DEFAULT_PORT = 8080
+DEFAULT_GRPC_PORT = 8081
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
         "--server-url",
         default="",
         help="the URL bots use to reach this server (default: http://HOST:PORT)",
+    )
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        default=DEFAULT_GRPC_PORT,
+        help=f"port of the client API over gRPC (default {DEFAULT_GRPC_PORT}; -1 turns it off)",
     )
     serve.add_argument("--log-level", default="INFO")
 
@@ -64,6 +71,8 @@ def serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         config_dir=args.config_dir,
         server_url=args.server_url or _server_url(args.host, args.port),
+        grpc_host=args.host,
+        grpc_port=None if args.grpc_port < 0 else args.grpc_port,
     )
     logging.getLogger("drover").info(
         "drover %s serving on %s:%d, bots use %s",

@@ -49,7 +49,7 @@ async def make_server(
     """Starts Drover servers on loopback; each is closed at teardown."""
     clients: list[TestClient] = []  # type: ignore[type-arg]
 
-    async def start(**kwargs: object) -> TestClient:  # type: ignore[type-arg]
+    async def start(grpc: bool = False, **kwargs: object) -> TestClient:  # type: ignore[type-arg]
         config = LiveConfig(config_dir, clock=clock)
         options = ServerOptions(
             state_dir=tmp_path / "state",
@@ -57,6 +57,7 @@ async def make_server(
             server_url="http://127.0.0.1:1",
             config_poll_secs=0,
             sweep_secs=0,
+            grpc_port=0 if grpc else None,
         )
         app = await create_app(options, clock=clock, config=config, **kwargs)  # type: ignore[arg-type]
         client = TestClient(TestServer(app, host="127.0.0.1"))

@@ -67,7 +67,8 @@ def routes(service: descriptor.ServiceDescriptor, servicer: object) -> list[web.
     return out
 
 
-def _message_class(desc: descriptor.Descriptor) -> type[message.Message]:
+def message_class(desc: descriptor.Descriptor) -> type[message.Message]:
+    """The generated class of a message descriptor."""
     cls: type[message.Message] = message_factory.GetMessageClass(desc)
     return cls
 
@@ -75,7 +76,7 @@ def _message_class(desc: descriptor.Descriptor) -> type[message.Message]:
 def _handler(
     method: descriptor.MethodDescriptor, impl: Method, body: str
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    request_cls = _message_class(method.input_type)
+    request_cls = message_class(method.input_type)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         msg = request_cls()

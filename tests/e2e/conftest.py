@@ -197,6 +197,8 @@ def drover(tmp_path: pathlib.Path) -> Iterator[DroverServer]:
             "serve",
             "--port",
             str(port),
+            "--grpc-port",
+            "0",
             "--state-dir",
             str(tmp_path / "state"),
             "--config-dir",
