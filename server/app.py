@@ -99,6 +99,7 @@ async def create_app(
     queues = QueueIndex(store, on_new=lambda _: waiters.notify(NEW_QUEUE))
     await queues.refresh()
     notifier = waiters
+    output_waiters = PollWaiters()
     ctx = BotApiContext(
         store=store,
         config=config,
@@ -109,8 +110,9 @@ async def create_app(
         notifier=notifier,
         server_version=SERVER_VERSION,
         server_url=server_url,
+        output_waiters=output_waiters,
     )
-    tasks = TaskService(store, config, clock, queues, notifier)
+    tasks = TaskService(store, config, clock, queues, notifier, output_waiters)
     fleet = FleetService(store, config, clock)
 
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)

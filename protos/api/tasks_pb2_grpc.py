@@ -55,6 +55,11 @@ class TasksStub:
                 request_serializer=protos_dot_api_dot_tasks__pb2.TaskStdoutRequest.SerializeToString,
                 response_deserializer=protos_dot_api_dot_tasks__pb2.TaskStdoutResponse.FromString,
                 _registered_method=True)
+        self.StreamStdout = channel.unary_stream(
+                '/drover.api.v1.Tasks/StreamStdout',
+                request_serializer=protos_dot_api_dot_tasks__pb2.TaskStdoutRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.TaskStdoutResponse.FromString,
+                _registered_method=True)
         self.GetLog = channel.unary_unary(
                 '/drover.api.v1.Tasks/GetLog',
                 request_serializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
@@ -140,6 +145,15 @@ class TasksServicer:
 
     def GetStdout(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamStdout(self, request, context):
+        """Follows the output from `offset` until the task ends: one message per new
+        chunk, the last one with the final state. Over HTTP: newline-delimited
+        JSON, or server-sent events with "Accept: text/event-stream".
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -244,6 +258,11 @@ def add_TasksServicer_to_server(servicer, server):
             ),
             'GetStdout': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStdout,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.TaskStdoutRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.TaskStdoutResponse.SerializeToString,
+            ),
+            'StreamStdout': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamStdout,
                     request_deserializer=protos_dot_api_dot_tasks__pb2.TaskStdoutRequest.FromString,
                     response_serializer=protos_dot_api_dot_tasks__pb2.TaskStdoutResponse.SerializeToString,
             ),
@@ -414,6 +433,33 @@ class Tasks:
             request,
             target,
             '/drover.api.v1.Tasks/GetStdout',
+            protos_dot_api_dot_tasks__pb2.TaskStdoutRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.TaskStdoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamStdout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/drover.api.v1.Tasks/StreamStdout',
             protos_dot_api_dot_tasks__pb2.TaskStdoutRequest.SerializeToString,
             protos_dot_api_dot_tasks__pb2.TaskStdoutResponse.FromString,
             options,

@@ -36,6 +36,11 @@ class TasksStub:
     GetResult: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskResultResponse]
     GetRequest: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskRequestResponse]
     GetStdout: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskStdoutRequest, _tasks_pb2.TaskStdoutResponse]
+    StreamStdout: _grpc.UnaryStreamMultiCallable[_tasks_pb2.TaskStdoutRequest, _tasks_pb2.TaskStdoutResponse]
+    """Follows the output from `offset` until the task ends: one message per new
+    chunk, the last one with the final state. Over HTTP: newline-delimited
+    JSON, or server-sent events with "Accept: text/event-stream".
+    """
     GetLog: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _httpbody_pb2.HttpBody]
     """The raw output as text/plain."""
     CancelTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskCancelRequest, _tasks_pb2.CancelResponse]
@@ -65,6 +70,11 @@ class TasksAsyncStub(TasksStub):
     GetResult: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskResultResponse]  # type: ignore[assignment]
     GetRequest: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskRequestResponse]  # type: ignore[assignment]
     GetStdout: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskStdoutRequest, _tasks_pb2.TaskStdoutResponse]  # type: ignore[assignment]
+    StreamStdout: _aio.UnaryStreamMultiCallable[_tasks_pb2.TaskStdoutRequest, _tasks_pb2.TaskStdoutResponse]  # type: ignore[assignment]
+    """Follows the output from `offset` until the task ends: one message per new
+    chunk, the last one with the final state. Over HTTP: newline-delimited
+    JSON, or server-sent events with "Accept: text/event-stream".
+    """
     GetLog: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """The raw output as text/plain."""
     CancelTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskCancelRequest, _tasks_pb2.CancelResponse]  # type: ignore[assignment]
@@ -115,6 +125,17 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.TaskStdoutRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.TaskStdoutResponse, _abc.Awaitable[_tasks_pb2.TaskStdoutResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StreamStdout(
+        self,
+        request: _tasks_pb2.TaskStdoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tasks_pb2.TaskStdoutResponse], _abc.AsyncIterator[_tasks_pb2.TaskStdoutResponse]]:
+        """Follows the output from `offset` until the task ends: one message per new
+        chunk, the last one with the final state. Over HTTP: newline-delimited
+        JSON, or server-sent events with "Accept: text/event-stream".
+        """
 
     @_abc_1.abstractmethod
     def GetLog(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -35,10 +35,8 @@ def _handler(
     impl: Callable[[Any, CallContext], Awaitable[message.Message]],
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[message.Message]]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> message.Message:
-        headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        ctx = CallContext(peer=_peer_ip(context.peer()), headers=headers)
         try:
-            return await impl(request, ctx)
+            return await impl(request, _context(context))
         except DroverError as e:
             if e.status >= 500:
                 log.exception("error serving a gRPC call")
@@ -46,6 +44,26 @@ def _handler(
             raise  # abort raises; this keeps type checkers content
 
     return call
+
+
+def _stream_handler(
+    impl: Callable[[Any, CallContext], AsyncIterator[message.Message]],
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[message.Message]]:
+    async def call(
+        request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[message.Message]:
+        try:
+            async for reply in impl(request, _context(context)):
+                yield reply
+        except DroverError as e:
+            await context.abort(getattr(grpc.StatusCode, e.grpc_code), str(e))
+
+    return call
+
+
+def _context(context: grpc.aio.ServicerContext) -> CallContext:
+    headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+    return CallContext(peer=_peer_ip(context.peer()), headers=headers)
 
 
 def _peer_ip(peer: str) -> str:
@@ -66,8 +84,16 @@ def generic_handlers(servicers: Servicers) -> list[grpc.GenericRpcHandler]:
         for method in service.methods:
             request_cls = message_class(method.input_type)
             response_cls = message_class(method.output_type)
+            impl = getattr(servicer, method.name)
+            if method.server_streaming:
+                methods[method.name] = grpc.unary_stream_rpc_method_handler(
+                    _stream_handler(impl),
+                    request_deserializer=request_cls.FromString,
+                    response_serializer=response_cls.SerializeToString,
+                )
+                continue
             methods[method.name] = grpc.unary_unary_rpc_method_handler(
-                _handler(getattr(servicer, method.name)),
+                _handler(impl),
                 request_deserializer=request_cls.FromString,
                 response_serializer=response_cls.SerializeToString,
             )

@@ -6,6 +6,7 @@ The same objects serve HTTP/JSON (server/api/transcoder.py) and gRPC.
 from __future__ import annotations
 
 import collections
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from google.api import httpbody_pb2
@@ -65,6 +66,19 @@ class TasksServicer:
             offset=req.offset,
             size=size,
         )
+
+    async def StreamStdout(
+        self, req: tasks_pb2.TaskStdoutRequest, ctx: CallContext
+    ) -> AsyncIterator[tasks_pb2.TaskStdoutResponse]:
+        offset = req.offset
+        async for data, result, size in self._tasks.follow_output(req.task_id, req.offset):
+            yield tasks_pb2.TaskStdoutResponse(
+                output=data,
+                state=int(result.state),  # type: ignore[arg-type]
+                offset=offset,
+                size=size,
+            )
+            offset += len(data)
 
     async def GetLog(self, req: tasks_pb2.TaskIdRequest, ctx: CallContext) -> httpbody_pb2.HttpBody:
         chunks = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -87,6 +87,8 @@ def _handler(
         for name, value in request.match_info.items():
             _set_field(msg, name, [value])
         ctx = CallContext(peer=request.remote or "", headers=request.headers)
+        if method.server_streaming:
+            return await _stream(request, impl(msg, ctx))  # type: ignore[arg-type]
         reply = await impl(msg, ctx)
         if isinstance(reply, httpbody_pb2.HttpBody):
             mimetype, _, params = (reply.content_type or "application/octet-stream").partition(";")
@@ -98,6 +100,29 @@ def _handler(
         )
 
     return handle
+
+
+async def _stream(
+    request: web.Request, replies: AsyncIterator[message.Message]
+) -> web.StreamResponse:
+    """Writes a server-streaming RPC's messages as they come, chunked.
+
+    Newline-delimited JSON by default; server-sent events when the client
+    accepts text/event-stream. The first message is read before the headers
+    go out, so an error in it is still an ordinary JSON error response.
+    """
+    sse = "text/event-stream" in request.headers.get("Accept", "")
+    first = await anext(replies, None)
+    response = web.StreamResponse()
+    response.content_type = "text/event-stream" if sse else "application/x-ndjson"
+    await response.prepare(request)
+    reply = first
+    while reply is not None:
+        text = json.dumps(to_json(reply), separators=(",", ":"))
+        await response.write(f"data: {text}\n\n".encode() if sse else f"{text}\n".encode())
+        reply = await anext(replies, None)
+    await response.write_eof()
+    return response
 
 
 def to_json(msg: message.Message) -> dict[str, Any]:

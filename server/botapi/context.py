@@ -19,6 +19,7 @@ from server.config.model import BotGroup, ConfigSnapshot
 from server.errors import PermissionDenied
 from server.scheduler.queues import QueueIndex
 from server.scheduler.tasks import ConfigSource, Notifier
+from server.scheduler.waiters import PollWaiters
 from server.store.base import Store
 
 log = logging.getLogger("drover.botapi")
@@ -41,6 +42,8 @@ class BotApiContext:
     notifier: Notifier
     server_version: str
     server_url: str
+    # Followers of task output, woken by every task_update of their task.
+    output_waiters: PollWaiters = dataclasses.field(default_factory=PollWaiters)
     # How often a held poll re-checks the Store even without a notification:
     # needed only when other server processes create tasks; 0 means never.
     poll_recheck_secs: float = 0.0

@@ -132,6 +132,7 @@ class RunService:
             return transitions.settle_restart(r, now=now, expiration_ts=requeue_until)
 
         stored, changed = await mutate(ctx.store, task_id, change)
+        ctx.output_waiters.notify(task_id)
         if not changed and not is_current_run(stored, bot_id, try_number):
             return _stop("this run is not the bot's current run")
         if changed and stored.is_dispatchable:

@@ -7,8 +7,10 @@ other server processes) never lose each other's changes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from server import ids
@@ -29,6 +31,7 @@ from server.model import (
 )
 from server.scheduler import dedup, requests, transitions
 from server.scheduler.queues import QueueIndex
+from server.scheduler.waiters import PollWaiters
 from server.store.base import StaleWrite, Store
 
 # How often a compare-and-set is retried under contention before giving up.
@@ -39,6 +42,8 @@ RETRY_TAG = "retry_of"
 # Page sizes, and how many tasks one count, summary or batch covers at most.
 MAX_PAGE = 1000
 MAX_SELECTION = 100_000
+# A follower of a task's output re-reads it at least this often.
+FOLLOW_RECHECK_SECS = 1.0
 # A single stdout read returns at most this much.
 MAX_STDOUT_READ = 16 * 1024 * 1024
 
@@ -94,12 +99,15 @@ class TaskService:
         clock: Clock,
         queues: QueueIndex,
         notifier: Notifier | None = None,
+        output_waiters: PollWaiters | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._clock = clock
         self._queues = queues
         self._notifier = notifier or NullNotifier()
+        # Followers of task output wait here, keyed by task ID; runs notify them.
+        self._output_waiters = output_waiters or PollWaiters()
 
     async def create(
         self, draft: TaskRequest, *, retry_of: str = ""
@@ -239,6 +247,35 @@ class TaskService:
         want = min(length or MAX_STDOUT_READ, MAX_STDOUT_READ, size - offset)
         data = await self._store.read_output(source.run_id, offset, want)
         return data, result, size
+
+    async def follow_output(
+        self, task_id: str, offset: int = 0
+    ) -> AsyncIterator[tuple[bytes, TaskResult, int]]:
+        """Yields (new output, result, size) as the task's output grows, until it ends.
+
+        Woken by the task's updates in this process, and re-checks the Store
+        every FOLLOW_RECHECK_SECS for updates that reached another process.
+        The first item comes at once (with what output there is, maybe none)
+        and the last carries the task's final result.
+        """
+        first = True
+        while True:
+            data, result, size = await self.read_output(task_id, offset)
+            if data or first:
+                first = False
+                offset += len(data)
+                yield data, result, size
+                if not data and not result.state.is_active:
+                    return
+                continue
+            if not result.state.is_active:
+                yield b"", result, size
+                return
+            with (
+                self._output_waiters.waiting([result.task_id]) as event,
+                contextlib.suppress(TimeoutError),
+            ):
+                await asyncio.wait_for(event.wait(), FOLLOW_RECHECK_SECS)
 
     async def cancel(self, task_id: str, kill_running: bool) -> tuple[bool, bool]:
         """Cancels a pending task, or asks a running one to stop if `kill_running`.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -104,3 +106,35 @@ async def test_errors_map_to_grpc_status_codes(
         )
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "task_slices" in (invalid.value.details() or "")
+
+
+async def test_stdout_stream_follows_a_running_task_to_its_end(
+    both: tuple[TestClient, GrpcClient],  # type: ignore[type-arg]
+) -> None:
+    """Both the gRPC stream and the HTTP stream deliver all output, then the final state."""
+    http, rpc = both
+    bot = ScriptedBot(http)
+    await bot.handshake()
+    task_id = (await (await http.post("/api/v1/tasks", json=task_body())).json())["task_id"]
+    run_id = (await bot.poll())["manifest"]["task_id"]
+    await bot.update(run_id, b"one\n", 0)
+    stream = rpc.channel.unary_stream(
+        "/drover.api.v1.Tasks/StreamStdout",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=tasks_pb2.TaskStdoutResponse.FromString,
+    )
+    call = stream(tasks_pb2.TaskStdoutRequest(task_id=task_id), timeout=20)
+    first = await call.read()
+    assert first.output == b"one\n"
+    http_stream = await http.get(f"/api/v1/tasks/{task_id}/stdout:stream?offset=4")
+    assert http_stream.content_type == "application/x-ndjson"
+    await bot.update(run_id, b"two\n", 4)
+    await bot.update(run_id, exit_code=0, duration=1.0)
+    rest = []
+    while (message_ := await call.read()) is not grpc.aio.EOF:
+        rest.append(message_)
+    assert b"".join(m.output for m in rest) == b"two\n"
+    assert rest[-1].state == tasks_pb2.COMPLETED
+    lines = [json.loads(line) for line in (await http_stream.text()).splitlines()]
+    assert b"".join(base64.b64decode(m["output"]) for m in lines) == b"two\n"
+    assert lines[-1]["state"] == "COMPLETED"
