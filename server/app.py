@@ -126,7 +126,7 @@ async def create_app(
     api = [
         (
             tasks_pb2.DESCRIPTOR.services_by_name["Tasks"],
-            servicers.TasksServicer(tasks, PendingService(store, config, clock), config),
+            servicers.TasksServicer(tasks, PendingService(store, config, clock), config, clock),
         ),
         (bots_pb2.DESCRIPTOR.services_by_name["Bots"], servicers.BotsServicer(fleet, tasks, clock)),
         (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 # A bot's dimensions: key -> values (a bot may have several values per key).
@@ -213,6 +214,62 @@ class Queue:
     key: str
     dimensions: DimensionPairs
     created_ts: float
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitResult:
+    """One test's outcome, in Harbormaster's shape."""
+
+    name: str
+    result: str  # pass, fail, skip, broken or unsound
+    namespace: str = ""
+    engine: str = ""
+    duration: float | None = None
+    path: str = ""
+    details: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LintResult:
+    """One lint message, in Harbormaster's shape."""
+
+    name: str
+    code: str
+    severity: str  # advice, autofix, warning, error or disabled
+    path: str = ""
+    line: int | None = None
+    char: int | None = None
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkMessage:
+    """A progress note a task sent while it worked."""
+
+    ts: float
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskReport:
+    """Structured results reported for a task, by the task itself or through the API."""
+
+    unit: list[UnitResult] = dataclasses.field(default_factory=list)
+    lint: list[LintResult] = dataclasses.field(default_factory=list)
+    work: list[WorkMessage] = dataclasses.field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.unit or self.lint or self.work)
+
+
+def merge_reports(reports: Iterable[TaskReport]) -> TaskReport:
+    """One report holding the items of `reports`, in order."""
+    merged = TaskReport()
+    for report in reports:
+        merged.unit.extend(report.unit)
+        merged.lint.extend(report.lint)
+        merged.work.extend(report.work)
+    return merged
 
 
 T = TypeVar("T")

@@ -881,3 +881,198 @@ class BatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchResponse: _TypeAlias = BatchResponse  # noqa: Y015
+
+@_typing.final
+class UnitResult(_message.Message):
+    """One test's outcome (Harbormaster's unit result)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    result: _builtins.str
+    """pass, fail, skip, broken or unsound."""
+    namespace: _builtins.str
+    engine: _builtins.str
+    duration: _builtins.float
+    """Seconds."""
+    path: _builtins.str
+    details: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        result: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        engine: _builtins.str = ...,
+        duration: _builtins.float | None = ...,
+        path: _builtins.str = ...,
+        details: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_duration", b"_duration", "duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_duration", b"_duration", "details", b"details", "duration", b"duration", "engine", b"engine", "name", b"name", "namespace", b"namespace", "path", b"path", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__duration: _TypeAlias = _typing.Literal["duration"]  # noqa: Y015
+    _WhichOneofArgType__duration: _TypeAlias = _typing.Literal["_duration", b"_duration"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__duration) -> _WhichOneofReturnType__duration | None: ...
+
+Global___UnitResult: _TypeAlias = UnitResult  # noqa: Y015
+
+@_typing.final
+class LintResult(_message.Message):
+    """One lint message (Harbormaster's lint result)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    CHAR_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    code: _builtins.str
+    severity: _builtins.str
+    """advice, autofix, warning, error or disabled."""
+    path: _builtins.str
+    line: _builtins.int
+    char: _builtins.int
+    description: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        code: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        path: _builtins.str = ...,
+        line: _builtins.int | None = ...,
+        char: _builtins.int | None = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_char", b"_char", "_line", b"_line", "char", b"char", "line", b"line"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_char", b"_char", "_line", b"_line", "char", b"char", "code", b"code", "description", b"description", "line", b"line", "name", b"name", "path", b"path", "severity", b"severity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__char: _TypeAlias = _typing.Literal["char"]  # noqa: Y015
+    _WhichOneofArgType__char: _TypeAlias = _typing.Literal["_char", b"_char"]  # noqa: Y015
+    _WhichOneofReturnType__line: _TypeAlias = _typing.Literal["line"]  # noqa: Y015
+    _WhichOneofArgType__line: _TypeAlias = _typing.Literal["_line", b"_line"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__char) -> _WhichOneofReturnType__char | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__line) -> _WhichOneofReturnType__line | None: ...
+
+Global___LintResult: _TypeAlias = LintResult  # noqa: Y015
+
+@_typing.final
+class WorkMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    @_builtins.property
+    def ts(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        ts: _timestamp_pb2.Timestamp | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ts", b"ts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "ts", b"ts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkMessage: _TypeAlias = WorkMessage  # noqa: Y015
+
+@_typing.final
+class TaskResults(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    LINT_FIELD_NUMBER: _builtins.int
+    WORK_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    @_builtins.property
+    def unit(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnitResult]: ...
+    @_builtins.property
+    def lint(self) -> _containers.RepeatedCompositeFieldContainer[Global___LintResult]: ...
+    @_builtins.property
+    def work(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkMessage]: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        unit: _abc.Iterable[Global___UnitResult] | None = ...,
+        lint: _abc.Iterable[Global___LintResult] | None = ...,
+        work: _abc.Iterable[Global___WorkMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lint", b"lint", "task_id", b"task_id", "unit", b"unit", "work", b"work"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskResults: _TypeAlias = TaskResults  # noqa: Y015
+
+@_typing.final
+class ReportResultsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    LINT_FIELD_NUMBER: _builtins.int
+    WORK_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    work: _builtins.str
+    """A progress note ("work" message); empty for none."""
+    @_builtins.property
+    def unit(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnitResult]: ...
+    @_builtins.property
+    def lint(self) -> _containers.RepeatedCompositeFieldContainer[Global___LintResult]: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        unit: _abc.Iterable[Global___UnitResult] | None = ...,
+        lint: _abc.Iterable[Global___LintResult] | None = ...,
+        work: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lint", b"lint", "task_id", b"task_id", "unit", b"unit", "work", b"work"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportResultsRequest: _TypeAlias = ReportResultsRequest  # noqa: Y015
+
+@_typing.final
+class SelectorResults(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskResults]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___TaskResults] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectorResults: _TypeAlias = SelectorResults  # noqa: Y015

@@ -115,6 +115,21 @@ class TasksStub:
                 request_serializer=protos_dot_api_dot_tasks__pb2.ListTasksRequest.SerializeToString,
                 response_deserializer=protos_dot_api_dot_tasks__pb2.TasksSummary.FromString,
                 _registered_method=True)
+        self.ReportResults = channel.unary_unary(
+                '/drover.api.v1.Tasks/ReportResults',
+                request_serializer=protos_dot_api_dot_tasks__pb2.ReportResultsRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.TaskResults.FromString,
+                _registered_method=True)
+        self.GetResults = channel.unary_unary(
+                '/drover.api.v1.Tasks/GetResults',
+                request_serializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.TaskResults.FromString,
+                _registered_method=True)
+        self.ListResults = channel.unary_unary(
+                '/drover.api.v1.Tasks/ListResults',
+                request_serializer=protos_dot_api_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.SelectorResults.FromString,
+                _registered_method=True)
         self.CancelTasks = channel.unary_unary(
                 '/drover.api.v1.Tasks/CancelTasks',
                 request_serializer=protos_dot_api_dot_tasks__pb2.BatchCancelRequest.SerializeToString,
@@ -231,6 +246,26 @@ class TasksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportResults(self, request, context):
+        """Appends unit and lint results, or a work message, to a task's results.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResults(self, request, context):
+        """The results of every task a selector matches (at most 1000 tasks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelTasks(self, request, context):
         """Cancels the active tasks with every listed tag.
         """
@@ -320,6 +355,21 @@ def add_TasksServicer_to_server(servicer, server):
                     servicer.SummarizeTasks,
                     request_deserializer=protos_dot_api_dot_tasks__pb2.ListTasksRequest.FromString,
                     response_serializer=protos_dot_api_dot_tasks__pb2.TasksSummary.SerializeToString,
+            ),
+            'ReportResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportResults,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.ReportResultsRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.TaskResults.SerializeToString,
+            ),
+            'GetResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResults,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.TaskIdRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.TaskResults.SerializeToString,
+            ),
+            'ListResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResults,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.ListTasksRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.SelectorResults.SerializeToString,
             ),
             'CancelTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTasks,
@@ -759,6 +809,87 @@ class Tasks:
             '/drover.api.v1.Tasks/SummarizeTasks',
             protos_dot_api_dot_tasks__pb2.ListTasksRequest.SerializeToString,
             protos_dot_api_dot_tasks__pb2.TasksSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/ReportResults',
+            protos_dot_api_dot_tasks__pb2.ReportResultsRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.TaskResults.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/GetResults',
+            protos_dot_api_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.TaskResults.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/ListResults',
+            protos_dot_api_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.SelectorResults.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,11 @@ class TasksStub:
     """Newest first."""
     CountTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.CountTasksResponse]
     SummarizeTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.TasksSummary]
+    ReportResults: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ReportResultsRequest, _tasks_pb2.TaskResults]
+    """Appends unit and lint results, or a work message, to a task's results."""
+    GetResults: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskResults]
+    ListResults: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.SelectorResults]
+    """The results of every task a selector matches (at most 1000 tasks)."""
     CancelTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.BatchCancelRequest, _tasks_pb2.BatchResponse]
     """Cancels the active tasks with every listed tag."""
 
@@ -94,6 +99,11 @@ class TasksAsyncStub(TasksStub):
     """Newest first."""
     CountTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.CountTasksResponse]  # type: ignore[assignment]
     SummarizeTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.TasksSummary]  # type: ignore[assignment]
+    ReportResults: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ReportResultsRequest, _tasks_pb2.TaskResults]  # type: ignore[assignment]
+    """Appends unit and lint results, or a work message, to a task's results."""
+    GetResults: _aio.UnaryUnaryMultiCallable[_tasks_pb2.TaskIdRequest, _tasks_pb2.TaskResults]  # type: ignore[assignment]
+    ListResults: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListTasksRequest, _tasks_pb2.SelectorResults]  # type: ignore[assignment]
+    """The results of every task a selector matches (at most 1000 tasks)."""
     CancelTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.BatchCancelRequest, _tasks_pb2.BatchResponse]  # type: ignore[assignment]
     """Cancels the active tasks with every listed tag."""
 
@@ -221,6 +231,29 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.ListTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.TasksSummary, _abc.Awaitable[_tasks_pb2.TasksSummary]]: ...
+
+    @_abc_1.abstractmethod
+    def ReportResults(
+        self,
+        request: _tasks_pb2.ReportResultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.TaskResults, _abc.Awaitable[_tasks_pb2.TaskResults]]:
+        """Appends unit and lint results, or a work message, to a task's results."""
+
+    @_abc_1.abstractmethod
+    def GetResults(
+        self,
+        request: _tasks_pb2.TaskIdRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.TaskResults, _abc.Awaitable[_tasks_pb2.TaskResults]]: ...
+
+    @_abc_1.abstractmethod
+    def ListResults(
+        self,
+        request: _tasks_pb2.ListTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.SelectorResults, _abc.Awaitable[_tasks_pb2.SelectorResults]]:
+        """The results of every task a selector matches (at most 1000 tasks)."""
 
     @_abc_1.abstractmethod
     def CancelTasks(

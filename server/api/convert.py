@@ -16,10 +16,14 @@ from server.model import (
     BotDimensions,
     BotEvent,
     CacheEntry,
+    LintResult,
     TaskProperties,
+    TaskReport,
     TaskRequest,
     TaskResult,
     TaskSlice,
+    UnitResult,
+    WorkMessage,
 )
 from server.scheduler import requests
 
@@ -74,6 +78,69 @@ def _properties(msg: tasks_pb2.TaskProperties) -> TaskProperties:
         caches=[CacheEntry(name=c.name, path=c.path) for c in msg.caches],
         outputs=list(msg.outputs),
         secret_bytes=msg.secret_bytes,
+    )
+
+
+def report_from(msg: tasks_pb2.ReportResultsRequest, now: float) -> TaskReport:
+    """The domain report of a ReportResults request."""
+    return TaskReport(
+        unit=[
+            UnitResult(
+                name=u.name,
+                result=u.result,
+                namespace=u.namespace,
+                engine=u.engine,
+                duration=u.duration if u.HasField("duration") else None,
+                path=u.path,
+                details=u.details,
+            )
+            for u in msg.unit
+        ],
+        lint=[
+            LintResult(
+                name=lint.name,
+                code=lint.code,
+                severity=lint.severity,
+                path=lint.path,
+                line=lint.line if lint.HasField("line") else None,
+                char=lint.char if lint.HasField("char") else None,
+                description=lint.description,
+            )
+            for lint in msg.lint
+        ],
+        work=[WorkMessage(ts=now, message=msg.work)] if msg.work else [],
+    )
+
+
+def report_message(task_id: str, report: TaskReport) -> tasks_pb2.TaskResults:
+    """A task's structured results."""
+    return tasks_pb2.TaskResults(
+        task_id=task_id,
+        unit=[
+            tasks_pb2.UnitResult(
+                name=u.name,
+                result=u.result,
+                namespace=u.namespace,
+                engine=u.engine,
+                duration=u.duration,
+                path=u.path,
+                details=u.details,
+            )
+            for u in report.unit
+        ],
+        lint=[
+            tasks_pb2.LintResult(
+                name=lint.name,
+                code=lint.code,
+                severity=lint.severity,
+                path=lint.path,
+                line=lint.line,
+                char=lint.char,
+                description=lint.description,
+            )
+            for lint in report.lint
+        ],
+        work=[tasks_pb2.WorkMessage(ts=timestamp(w.ts), message=w.message) for w in report.work],
     )
 
 

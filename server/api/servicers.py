@@ -32,10 +32,13 @@ MAX_BATCH = 1000
 class TasksServicer:
     """drover.api.v1.Tasks."""
 
-    def __init__(self, tasks: TaskService, pending: PendingService, config: ConfigSource) -> None:
+    def __init__(
+        self, tasks: TaskService, pending: PendingService, config: ConfigSource, clock: Clock
+    ) -> None:
         self._tasks = tasks
         self._pending = pending
         self._config = config
+        self._clock = clock
 
     async def NewTask(
         self, req: tasks_pb2.NewTaskRequest, ctx: CallContext
@@ -177,6 +180,29 @@ class TasksServicer:
             all_done=all(not r.state.is_active for r in found),
             all_succeeded=all(r.state is TaskState.COMPLETED and not r.failure for r in found),
         )
+
+    async def ReportResults(
+        self, req: tasks_pb2.ReportResultsRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskResults:
+        report = convert.report_from(req, self._clock.now())
+        result, merged = await self._tasks.report(req.task_id, report)
+        return convert.report_message(result.task_id, merged)
+
+    async def GetResults(
+        self, req: tasks_pb2.TaskIdRequest, ctx: CallContext
+    ) -> tasks_pb2.TaskResults:
+        result, report = await self._tasks.get_report(req.task_id)
+        return convert.report_message(result.task_id, report)
+
+    async def ListResults(
+        self, req: tasks_pb2.ListTasksRequest, ctx: CallContext
+    ) -> tasks_pb2.SelectorResults:
+        found = await self._tasks.select(_task_query(req), MAX_BATCH)
+        items = []
+        for result in found:
+            _, report = await self._tasks.get_report(result.task_id)
+            items.append(convert.report_message(result.task_id, report))
+        return tasks_pb2.SelectorResults(items=items)
 
     async def CancelTasks(
         self, req: tasks_pb2.BatchCancelRequest, ctx: CallContext

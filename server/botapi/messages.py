@@ -16,8 +16,10 @@ from typing import Any
 
 from server.dimensions import validate_bot_dimensions
 from server.errors import InvalidRequest
-from server.model import BotDimensions
+from server.model import BotDimensions, TaskReport
+from server.scheduler import reports
 from server.scheduler.transitions import RunUpdate
+from server.store import codec
 
 SESSION_ID_RE = re.compile(r"^[a-z0-9\-_/]{1,50}$")
 EVENT_TYPES = frozenset({"bot_error", "bot_log", "bot_rebooting", "bot_shutdown"})
@@ -84,6 +86,11 @@ class TaskUpdateRequest:
     output: bytes | None
     output_chunk_start: int
     update: RunUpdate
+    # Structured results the task wrote (our bot's addition; stock bots send
+    # none), and their position in the task's results file, which makes a
+    # resent update's results count once.
+    report: TaskReport | None = None
+    results_offset: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +185,22 @@ def parse_task_update(body: Mapping[str, Any]) -> TaskUpdateRequest:
         output=output,
         output_chunk_start=start,
         update=update,
+        report=_report_items(body.get("results")),
+        results_offset=_number(body, "results_offset", int) or 0,
     )
+
+
+def _report_items(raw: object) -> TaskReport | None:
+    """Parses `results`: {unit: [...], lint: [...], work: [{ts, message}]}, then validates."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidRequest("results must be an object")
+    try:
+        report = codec.from_dict(TaskReport, raw)
+    except ValueError as e:
+        raise InvalidRequest(f"results: {e}") from e
+    return reports.validate(report)
 
 
 def parse_task_error(body: Mapping[str, Any]) -> TaskErrorRequest:

@@ -115,6 +115,9 @@ class RunService:
             return _stop(f"the task has ended ({result.state.name})")
         if req.output:
             await ctx.store.write_output(req.run_id, req.output_chunk_start, req.output)
+        if req.report:
+            key = f"{req.run_id}:{req.results_offset}"
+            await ctx.store.add_report(task_id, req.report, key)
         # Our own bot reads `paused` (SIGSTOP / SIGCONT); a stock bot ignores it.
         request = await ctx.store.get_request(task_id)
         assert request is not None, "a stored result always has its request"

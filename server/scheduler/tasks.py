@@ -24,12 +24,13 @@ from server.model import (
     Page,
     TaskProperties,
     TaskQuery,
+    TaskReport,
     TaskRequest,
     TaskResult,
     TaskSlice,
     TaskState,
 )
-from server.scheduler import dedup, requests, transitions
+from server.scheduler import dedup, reports, requests, transitions
 from server.scheduler.queues import QueueIndex
 from server.scheduler.waiters import PollWaiters
 from server.store.base import StaleWrite, Store
@@ -344,6 +345,18 @@ class TaskService:
             if (await self.cancel(task.task_id, kill_running))[0]:
                 changed.append(task.task_id)
         return changed
+
+    async def report(self, task_id: str, report: TaskReport) -> tuple[TaskResult, TaskReport]:
+        """Validates and appends structured results to a task; returns all of them."""
+        result = await self.get_result(task_id)
+        if report:
+            await self._store.add_report(result.task_id, reports.validate(report))
+        return result, await self._store.get_report(result.task_id)
+
+    async def get_report(self, task_id: str) -> tuple[TaskResult, TaskReport]:
+        """The task and its structured results."""
+        result = await self.get_result(task_id)
+        return result, await self._store.get_report(result.task_id)
 
     async def pause(self, task_id: str) -> tuple[TaskResult, bool]:
         """Pauses a task: pending, it is not handed out; running, our bot stops it."""

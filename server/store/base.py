@@ -20,6 +20,7 @@ from server.model import (
     Page,
     Queue,
     TaskQuery,
+    TaskReport,
     TaskRequest,
     TaskResult,
 )
@@ -168,6 +169,20 @@ class Store(Protocol):
         `dead_after_ts` of a running task, or an unconfirmed reservation's
         `reserved_until`.
         """
+        ...
+
+    # Structured results (unit, lint, work messages).
+
+    async def add_report(self, task_id: str, report: TaskReport, key: str = "") -> None:
+        """Appends a report's items to the task's; earlier items stay, in order.
+
+        A non-empty `key` makes the call idempotent: a second report with the
+        same key for the same task is ignored (a bot resending an update).
+        """
+        ...
+
+    async def get_report(self, task_id: str) -> TaskReport:
+        """Returns every item reported for the task, in the order reported."""
         ...
 
     # Output, addressed by run ID and byte offset.

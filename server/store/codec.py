@@ -27,10 +27,10 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from server.model import Bot, BotEvent, Queue, TaskRequest, TaskResult
+from server.model import Bot, BotEvent, Queue, TaskReport, TaskRequest, TaskResult
 
 # The records a Store persists; nested ones (TaskSlice, ...) come along.
-Record = TaskRequest | TaskResult | Bot | BotEvent | Queue
+Record = TaskRequest | TaskResult | Bot | BotEvent | Queue | TaskReport
 R = TypeVar("R", bound=Record)
 
 # Converts one value; None where the value needs no conversion.

@@ -30,7 +30,18 @@ from typing import Any
 
 from server import errors
 from server.clock import Clock, SystemClock
-from server.model import Bot, BotEvent, BotQuery, Page, Queue, TaskQuery, TaskRequest, TaskResult
+from server.model import (
+    Bot,
+    BotEvent,
+    BotQuery,
+    Page,
+    Queue,
+    TaskQuery,
+    TaskReport,
+    TaskRequest,
+    TaskResult,
+    merge_reports,
+)
 from server.store import codec, sqlite_bots, sqlite_output, sqlite_schema
 from server.store.base import StaleWrite
 from server.store.cursor import decode as decode_cursor
@@ -330,6 +341,22 @@ class SqliteStore:
             (now, max(limit, 0)),
         )
         return [codec.loads(TaskResult, data) for (data,) in rows]
+
+    # Structured results.
+
+    async def add_report(self, task_id: str, report: TaskReport, key: str = "") -> None:
+        """Appends a report's items; a repeated non-empty `key` is ignored."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO task_reports (task_id, key, data) VALUES (?, ?, ?)",
+            (task_id, key or None, codec.dumps(report)),
+        )
+
+    async def get_report(self, task_id: str) -> TaskReport:
+        """Returns every item reported for the task, in the order reported."""
+        rows = self._db.execute(
+            "SELECT data FROM task_reports WHERE task_id = ? ORDER BY seq", (task_id,)
+        ).fetchall()
+        return merge_reports(codec.loads(TaskReport, data) for (data,) in rows)
 
     # Output.
 

@@ -121,6 +121,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ON task_results (reusable_hash, completed_ts, task_id)
             WHERE reusable_hash IS NOT NULL""",
     ),
+    (
+        # Structured results, one row per report, in the order reported.
+        """CREATE TABLE task_reports (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            task_id TEXT NOT NULL,
+            key TEXT,
+            data TEXT NOT NULL)""",
+        "CREATE INDEX task_reports_by_task ON task_reports (task_id, seq)",
+        # NULL keys never collide: unkeyed reports always append.
+        "CREATE UNIQUE INDEX task_reports_by_key ON task_reports (task_id, key)",
+    ),
 )
 
 

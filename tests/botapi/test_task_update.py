@@ -140,3 +140,29 @@ async def test_task_error_for_foreign_run_changes_nothing(make_server: ServerFac
     assert answer == {"resp": 1}
     result = await (await client.get(f"/api/v1/tasks/{run_id}")).json()
     assert result["state"] == "RUNNING"
+
+
+async def test_results_in_updates_count_once_and_bad_ones_are_400(
+    make_server: ServerFactory,
+) -> None:
+    """Results sent with a task_update are stored once even when resent; bad ones are refused."""
+    client, bot, run_id = await _running(make_server)
+    results = {"unit": [{"name": "t1", "result": "pass"}], "lint": [], "work": []}
+    for _ in range(2):
+        await bot.update(run_id, results=results, results_offset=0)
+    await bot.update(
+        run_id, results={"unit": [{"name": "t2", "result": "fail"}]}, results_offset=30
+    )
+    stored = await (await client.get(f"/api/v1/tasks/{run_id}/results")).json()
+    assert [u["name"] for u in stored["unit"]] == ["t1", "t2"]
+    bad = await client.post(
+        f"/swarming/api/v1/bot/task_update/{run_id}",
+        json={
+            "id": "bot1",
+            "task_id": run_id,
+            "session": bot.session,
+            "results": {"unit": [{"name": "t3", "result": "meh"}]},
+        },
+    )
+    assert bad.status == 400
+    assert "unit[0].result" in (await bad.json())["error"]
