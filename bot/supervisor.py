@@ -1,4 +1,4 @@
-"""Watches a task's process group: timeouts, stop requests, SIGTERM then SIGKILL.
+"""Watches a task's process group: timeouts, stop requests, pause, SIGTERM then SIGKILL.
 
 Runs in its own thread so that a slow `task_update` (the HTTP client may
 retry for minutes) never delays a timeout. The command runs in its own
@@ -6,6 +6,12 @@ session (`start_new_session=True`), so its process ID is its process group
 ID and one `killpg` reaches every process it started, grandchildren
 included (PROTOCOL.md 3.9). On Linux the runner is also a child subreaper,
 so it can wait until those processes are really gone (reaped).
+
+Pause (DESIGN.md 5, our bot only) is SIGSTOP on the group, resume SIGCONT.
+While paused neither timeout runs: the paused time is added to the hard
+deadline, and the I/O clock restarts on resume. A stop while paused sends
+SIGTERM then SIGCONT, so the processes can act on it within the grace
+period. A process that left the group (its own `setsid`) is not paused.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from bot.stream import OutputStream
 
@@ -111,6 +117,13 @@ class Supervisor(threading.Thread):
         self.io_timeout = False
         self._kill_deadline: Optional[float] = None
         self._killed = False
+        # What the server asked for, applied by this thread on its next tick
+        # so that every signal to the group comes from one thread, in order.
+        self._want_paused = False
+        # (seconds paused before the current pause, when it began or None),
+        # replaced as a whole so that other threads read a consistent pair.
+        self._pause_clock: Tuple[float, Optional[float]] = (0.0, None)
+        self._resumed_at = self.started
 
     @property
     def pgid(self) -> int:
@@ -123,35 +136,77 @@ class Supervisor(threading.Thread):
             if self._stop_reason is None:
                 self._stop_reason = reason
 
+    def set_paused(self, paused: bool) -> None:
+        """Asks for the group to be paused (SIGSTOP) or resumed (SIGCONT) on the next tick."""
+        with self._lock:
+            self._want_paused = paused
+
+    @property
+    def is_paused(self) -> bool:
+        """True while the group is stopped by a pause."""
+        return self._pause_clock[1] is not None
+
+    def paused_for(self, now: float) -> float:
+        """Seconds spent paused so far, the current pause included."""
+        before, since = self._pause_clock
+        return before + (now - since if since is not None else 0.0)
+
     def run(self) -> None:
         while True:
             try:
                 self._proc.wait(timeout=TICK)
             except subprocess.TimeoutExpired:
-                self._check(self._clock())
+                self.check(self._clock())
                 continue
             self.exited_at = self._clock()
             self._stream.wake()
             return
 
-    def _check(self, now: float) -> None:
+    def check(self, now: float) -> None:
+        """One tick: enforces timeouts, stops and pauses as of `now` (the thread calls it)."""
         if self._kill_deadline is None:
             with self._lock:
                 stop = self._stop_reason
-            if self._hard > 0 and now - self.started >= self._hard:
+                want_paused = self._want_paused
+            paused = self.is_paused
+            ran = now - self.started - self.paused_for(now)
+            if not paused and self._hard > 0 and ran >= self._hard:
                 self.hard_timeout = True
                 self._terminate(now, f"hard timeout ({self._hard:g}s)")
-            elif self._io > 0 and now - self._stream.last_output >= self._io:
+            elif (
+                not paused
+                and self._io > 0
+                and now - max(self._stream.last_output, self._resumed_at) >= self._io
+            ):
                 self.io_timeout = True
                 self._terminate(now, f"I/O timeout ({self._io:g}s without output)")
             elif stop is not None:
                 self._terminate(now, stop)
+            elif want_paused and not paused:
+                self._pause_group(now)
+            elif paused and not want_paused:
+                self._resume_group(now)
         elif not self._killed and now >= self._kill_deadline:
             log.warning("process group %d outlived its grace period: SIGKILL", self.pgid)
             kill_group(self.pgid, signal.SIGKILL)
             self._killed = True
 
+    def _pause_group(self, now: float) -> None:
+        log.info("pausing process group %d", self.pgid)
+        kill_group(self.pgid, signal.SIGSTOP)
+        self._pause_clock = (self._pause_clock[0], now)
+
+    def _resume_group(self, now: float) -> None:
+        log.info("resuming process group %d", self.pgid)
+        kill_group(self.pgid, signal.SIGCONT)
+        self._pause_clock = (self.paused_for(now), None)
+        # A stopped process writes nothing: the I/O clock starts again here.
+        self._resumed_at = now
+
     def _terminate(self, now: float, reason: str) -> None:
         log.info("stopping process group %d: %s", self.pgid, reason)
         kill_group(self.pgid, signal.SIGTERM)
+        if self.is_paused:
+            # A stopped process cannot handle SIGTERM until it is continued.
+            self._resume_group(now)
         self._kill_deadline = now + self._grace

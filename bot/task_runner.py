@@ -10,6 +10,12 @@ kills whatever the task left behind, reports the completion, and writes
 `--out` for the bot. An internal failure is written there as
 `internal_failure`: the bot turns it into a task_error. If the bot itself
 dies meanwhile, the runner stops the task and sends the task_error itself.
+
+Every task_update answer carries `paused` (our server only; absent means
+false): the supervisor pauses or resumes the group to match. While paused
+the heartbeat is faster, since the next answer is what resumes the task.
+The reported `duration` is wall time, paused time included; the total paused
+time goes to `paused_file` so the bot's last-resort timeout can allow for it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,12 @@ log = logging.getLogger("drover_bot.task_runner")
 CHUNK_SIZE = 250_000
 OUTPUT_INTERVAL = 3.0
 HEARTBEAT = 10.0
+# While paused only a heartbeat's answer can resume the task: this is the
+# worst-case resume latency (pause latency is the normal cadence above).
+PAUSED_HEARTBEAT = 2.0
+# How stale the paused time in `paused_file` may be: the bot's last-resort
+# timeout has 20 minutes of slack, so a few seconds do not matter.
+PAUSED_RECORD_STEP = 5.0
 # With no acknowledged update for this long the server has declared the run
 # dead (default bot_ping_tolerance_secs), so stop paying for it.
 CONTACT_LOST = 1200.0
@@ -100,6 +112,8 @@ class TaskRun:
         self.stream = OutputStream(clock)
         self.supervisor: Optional[Supervisor] = None
         self.stop_reason: Optional[str] = None
+        # What the last task_update answer asked for.
+        self.paused = False
         # The bot that started this runner; a different parent means it died.
         self.bot_pid = os.getppid()
         self.orphaned = False
@@ -143,6 +157,9 @@ class TaskRun:
         self.last_ack = self.clock()
         if answer.get("must_stop"):
             self.request_stop(f"server: {answer.get('stop_reason') or 'must_stop'}")
+        self.paused = answer.get("paused") is True
+        if self.supervisor is not None:
+            self.supervisor.set_paused(self.paused)
         self.result["session"] = self.remote.session
         return answer
 
@@ -230,16 +247,23 @@ class TaskRun:
         )
         if self.stop_reason is not None:
             sup.request_stop(self.stop_reason)
+        sup.set_paused(self.paused)
         sup.start()
         last_send = self.clock()
+        paused_written = 0.0
         while sup.exited_at is None:
             self.stream.wait(CHUNK_SIZE, 0.1)
             now = self.clock()
+            heartbeat = PAUSED_HEARTBEAT if self.paused or sup.is_paused else HEARTBEAT
             if sup.exited_at is None and chunk_ready(
-                self.stream.pending(), now, last_send, CHUNK_SIZE, OUTPUT_INTERVAL, HEARTBEAT
+                self.stream.pending(), now, last_send, CHUNK_SIZE, OUTPUT_INTERVAL, heartbeat
             ):
                 self.send({}, with_output=True)
                 last_send = self.clock()
+            paused_for = sup.paused_for(now)
+            if paused_for - paused_written >= PAUSED_RECORD_STEP:
+                paused_written = paused_for
+                _write_paused(self.params.get("paused_file"), paused_for)
             if self.clock() - self.last_ack > CONTACT_LOST:
                 sup.request_stop("no task_update acknowledged for too long")
             if not self.orphaned and os.getppid() != self.bot_pid:
@@ -300,6 +324,16 @@ class TaskRun:
                 failures += 1
                 time.sleep(OUTPUT_INTERVAL)
         return False
+
+
+def _write_paused(path: Optional[str], seconds: float) -> None:
+    """Tells the bot how long the task has been paused so far."""
+    if not path:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(f"{seconds:.3f}")
+    os.replace(tmp, path)
 
 
 def _fresh_dir(path: str) -> None:

@@ -7,6 +7,8 @@ bot down), keeps its credentials fresh, forwards a SIGTERM, and kills it if
 it hangs. Whatever went wrong inside becomes a `task_error` (PROTOCOL.md
 1.9); then `on_after_task` runs and `w/` is deleted. A task that a killed
 bot left running is stopped when the next bot starts in the directory.
+The last-resort timeout allows for the time the task spent paused, which
+the runner records in `w/task_paused_secs`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ IN_FILE = "task_runner_in.json"
 OUT_FILE = "task_runner_out.json"
 AUTH_FILE = "bot_auth_headers.json"
 PID_FILE = "command.pid"
+PAUSED_FILE = "task_paused_secs"
 # An empty file hooks and the task may use to pass data (stock: SWARMING_BOT_FILE).
 BOT_FILE = "bot_file"
 RUNNER_LOG = os.path.join("logs", "task_runner.log")
@@ -126,7 +129,10 @@ def run_task(ctx: BotContext, manifest: Dict[str, Any]) -> None:
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     os.makedirs(os.path.join(ctx.rt.base_dir, "logs"), exist_ok=True)
-    paths = {name: os.path.join(work, name) for name in (IN_FILE, OUT_FILE, AUTH_FILE, PID_FILE)}
+    paths = {
+        name: os.path.join(work, name)
+        for name in (IN_FILE, OUT_FILE, AUTH_FILE, PID_FILE, PAUSED_FILE)
+    }
     bot_file = os.path.join(work, BOT_FILE)
     open(bot_file, "wb").close()
     _write_json(paths[AUTH_FILE], {"headers": ctx.remote_auth_headers()})
@@ -137,6 +143,7 @@ def run_task(ctx: BotContext, manifest: Dict[str, Any]) -> None:
             "bot_id": ctx.bot_id,
             "cost_usd_hour": ctx.state.get("cost_usd_hour") or 0.0,
             "manifest": manifest,
+            "paused_file": paths[PAUSED_FILE],
             "pid_file": paths[PID_FILE],
             "server": ctx.rt.server,
             "session": ctx.remote.session,
@@ -230,7 +237,13 @@ def _run_runner(
             forwarded = True
             proc.send_signal(signal.SIGTERM)
             kill_at = now + grace + STOP_MARGIN
-        if limit is not None and not hung and now - start > limit:
+        if (
+            limit is not None
+            and not hung
+            and now - start > limit
+            # Paused time does not count; the file is read only once it matters.
+            and now - start > limit + _paused_secs(paths[PAUSED_FILE])
+        ):
             hung = True
             proc.terminate()
             kill_at = now + HUNG_KILL_AFTER
@@ -248,6 +261,15 @@ def _run_runner(
     if code != 0:
         return f"task_runner exited with {code}: {_tail(os.path.join(ctx.rt.base_dir, RUNNER_LOG))}"
     return None
+
+
+def _paused_secs(path: str) -> float:
+    """How long the task was paused so far, as its runner last recorded it."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return max(0.0, float(f.read()))
+    except (OSError, ValueError):
+        return 0.0
 
 
 def kill_leftover_task(work: str) -> bool:
