@@ -1,4 +1,5 @@
-"""The `drover` command line: `serve` and `config validate` (more to come)."""
+"""Server commands: `serve` runs one, `config validate` checks a config set
+offline, `info` asks a running one for its versions and config revision."""
 
 from __future__ import annotations
 
@@ -6,22 +7,19 @@ import argparse
 import ipaddress
 import logging
 import pathlib
-import sys
-from collections.abc import Sequence
-
-from aiohttp import web
+from typing import Any
 
 from server import __version__
+from server.cli import render
+from server.cli.client import client_of
+from server.cli.options import Subparsers
 
 DEFAULT_PORT = 8080
 DEFAULT_GRPC_PORT = 8081
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drover", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"drover {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
+    """Adds `serve`, `config validate` and `info`."""
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -39,12 +37,18 @@ def _parser() -> argparse.ArgumentParser:
         help=f"port of the client API over gRPC (default {DEFAULT_GRPC_PORT}; -1 turns it off)",
     )
     serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(run=_serve)
 
     config = sub.add_parser("config", help="config tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     validate = config_sub.add_parser("validate", help="validate a config directory")
     validate.add_argument("dir", type=pathlib.Path)
-    return parser
+    validate.set_defaults(run=_validate)
+
+    info = sub.add_parser(
+        "info", parents=[parent], help="a server's version, bot version and config revision"
+    )
+    info.set_defaults(run=_info)
 
 
 def _server_url(host: str, port: int) -> str:
@@ -59,8 +63,11 @@ def _server_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace) -> int:
     """Runs the server until SIGINT or SIGTERM."""
+    # Imported here so that client commands start without loading the server.
+    from aiohttp import web
+
     from server.app import ServerOptions, create_app
 
     logging.basicConfig(
@@ -92,17 +99,26 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `drover` console script."""
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    if args.command == "config":
-        from server.config.cli import validate_command
+def _validate(args: argparse.Namespace) -> int:
+    from server.config.cli import validate_command
 
-        return validate_command(str(args.dir))
-    return 2
+    return validate_command(str(args.dir))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _info(args: argparse.Namespace) -> int:
+    details: dict[str, Any] = client_of(args).get("/server")
+    if args.json:
+        render.print_json(details)
+        return 0
+    render.fields(
+        [
+            ("server", args.server),
+            ("version", str(details.get("server_version", ""))),
+            ("bot version", str(details.get("bot_version", ""))),
+            ("canary bot version", str(details.get("canary_bot_version", ""))),
+            ("config revision", str(details.get("config_revision", ""))),
+            ("config loaded", render.when(details.get("config_loaded_ts", ""))),
+            ("config error", str(details.get("config_error", ""))),
+        ]
+    )
+    return 0
