@@ -1,0 +1,366 @@
+# mypy: disallow-untyped-calls=False
+# (google-cloud-datastore leaves its functions unannotated; see datastore_client.)
+"""The Cloud Datastore Store backend, for several server replicas on one database.
+
+Implements server.store.base.Store with google-cloud-datastore against a
+Firestore in Datastore mode database (every Datastore database today: all
+queries are strongly consistent, entity groups no longer limit writes) or
+the emulator. All state lives in Datastore, so replicas share nothing else.
+Records are kept whole as JSON made by server.store.codec in an unindexed
+`data` property, next to indexed copies of the fields queries use.
+
+Entities (kind: key name; indexed properties; unindexed ones):
+
+- TaskRequest: task_id; -; data.
+- TaskRequestUuid: request_uuid; -; task_id. Makes request_uuid unique:
+  create_task reads and writes it in the transaction that stores the task.
+- TaskResult: task_id; state, order_key, bot_id, tags, priority, and only
+  while they apply: queue (while dispatchable), due_ts (while active with a
+  deadline), reusable_hash + completed_ts (while a dedup source); version,
+  expiration_ts, data. `order_key` is the creation time as order-preserving
+  hex then the task ID, so one property sorts "by time, then by ID": a
+  queue is the (queue, priority, order_key) index, the task listing runs
+  on order_key descending.
+- Bot: bot_id; dimensions (["key","value"] tokens), quarantined, busy;
+  last_seen_ts, data.
+- BotEvent: "<bot_id>/<sortable ts>/<unique suffix>"; bot_id; data.
+- PollReply: "<bot_id, %-quoted>/<request_uuid>"; expires_ts; reply.
+- Queue: queue key; -; created_ts, data.
+- Output: run_id; -; size. OutputChunk: "<run_id>/<index>"; -; data.
+- TaskReportLog: task_id; -; count. TaskReport: "<task_id>/<n>"; -; data.
+  TaskReportKey: "<task_id, %-quoted>/<key>"; -; - (a keyed report was added).
+
+No entity has a parent: nothing needs an ancestor query, and one root per
+entity keeps writes to different records independent. Transactions make
+each compound operation atomic: create_task (request_uuid uniqueness),
+update_result and claim_next (compare-and-set on `version`), ensure_queue,
+add_report and each group of output chunks; colliding transactions run
+again a bounded number of times (datastore_client.run_transaction). The composite
+indexes the queries need are in server/store/index.yaml; the emulator in
+the tests runs with --require_indexes against that file, so a query that
+needs an undeclared index fails the contract suite.
+
+Threading: the client is synchronous, so every call runs in this store's
+own bounded thread pool (not asyncio.to_thread's default executor, which
+aiohttp's DNS lookups share): the event loop never waits on Datastore, and
+at most MAX_WORKERS calls are in flight per replica, more wait their turn.
+A caller cancelled while waiting does not stop the call: it completes in
+its thread (a claim made that way expires with its reservation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
+
+from server import errors
+from server.clock import Clock, SystemClock
+from server.model import (
+    Bot,
+    BotEvent,
+    BotQuery,
+    Page,
+    Queue,
+    TaskQuery,
+    TaskReport,
+    TaskRequest,
+    TaskResult,
+)
+from server.store import (
+    codec,
+    datastore_bots,
+    datastore_output,
+    datastore_reports,
+    datastore_tasks,
+)
+from server.store import datastore_client as dc
+from server.store import datastore_task_queries as task_queries
+
+# Store calls in flight at once per replica. Each holds a thread blocked on
+# one RPC (a few ms to tens of ms); past this, calls queue for a thread and
+# polls and API calls slow down instead of the replica opening ever more RPCs.
+MAX_WORKERS = 32
+
+# Expired poll replies deleted per put_poll_reply: bounds the work a put does
+# while still outpacing the rate replies are added.
+POLL_REPLY_PURGE_BATCH = 100
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class DatastoreStore:
+    """A Store in a Datastore database; see the module docstring."""
+
+    def __init__(
+        self, client: Any, clock: Clock, *, owns_client: bool, max_workers: int = MAX_WORKERS
+    ) -> None:
+        """Wraps a client; use `open` instead."""
+        self._client = client
+        self._clock = clock
+        self._owns_client = owns_client
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="datastore"
+        )
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        project: str,
+        *,
+        namespace: str | None = None,
+        clock: Clock | None = None,
+        client: Any = None,
+        max_workers: int = MAX_WORKERS,
+    ) -> DatastoreStore:
+        """Opens the store of `project`'s database, in `namespace` (None: the default one).
+
+        With DATASTORE_EMULATOR_HOST set, the emulator there is used (the
+        client library reads the variable and uses anonymous credentials);
+        else Application Default Credentials. A `client` passed in is used
+        as is (its project and namespace win) and left open by `close`.
+        `clock` only decides when stored poll replies count as expired:
+        pass the server's clock.
+        """
+        owns_client = client is None
+        if client is None:
+            # Finding credentials may read files or ask a metadata server.
+            client = await asyncio.to_thread(dc.connect, project, namespace)
+        return cls(client, clock or SystemClock(), owns_client=owns_client, max_workers=max_workers)
+
+    @property
+    def client(self) -> Any:
+        """The underlying google.cloud.datastore.Client, for diagnostics and tests."""
+        return self._client
+
+    async def close(self) -> None:
+        """Waits for the calls in flight, then closes the client; closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        if self._owns_client:
+            dc.close(self._client)
+
+    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Runs a blocking Datastore function in the store's threads."""
+        call = functools.partial(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, dc.translate_errors, call)
+
+    # Bots.
+
+    async def get_bot(self, bot_id: str) -> Bot | None:
+        """Returns the bot, or None if it was never seen."""
+        return await self._call(datastore_bots.get_bot, self._client, bot_id)
+
+    async def put_bot(self, bot: Bot) -> None:
+        """Creates or replaces the bot record (last writer wins)."""
+        await self._call(datastore_bots.put_bot, self._client, bot)
+
+    async def list_bots(self, query: BotQuery) -> Page[Bot]:
+        """Lists bots by ID, filtered as `query` says, paged by `query.cursor`."""
+        return await self._call(datastore_bots.list_bots, self._client, query)
+
+    async def add_bot_event(self, event: BotEvent) -> None:
+        """Appends an event to the bot's history."""
+        await self._call(datastore_bots.add_bot_event, self._client, event)
+
+    async def list_bot_events(self, bot_id: str, limit: int, cursor: str = "") -> Page[BotEvent]:
+        """Lists a bot's events, newest first."""
+        return await self._call(datastore_bots.list_bot_events, self._client, bot_id, limit, cursor)
+
+    # Poll replay.
+
+    async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
+        """Returns the answer stored for this poll, or None.
+
+        An expired answer stays readable until a later put purges it: the
+        caller's retries come within seconds, long before that matters.
+        """
+        return await self._call(self._get_poll_reply, bot_id, request_uuid)
+
+    async def put_poll_reply(
+        self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
+    ) -> None:
+        """Stores a poll's answer until `expires_ts`, and drops some expired ones."""
+        await self._call(self._put_poll_reply, bot_id, request_uuid, reply, expires_ts)
+
+    def _get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
+        entity = self._client.get(
+            dc.key(self._client, dc.POLL_REPLY, _reply_name(bot_id, request_uuid))
+        )
+        if entity is None:
+            return None
+        reply: dict[str, Any] = json.loads(entity["reply"])
+        return reply
+
+    def _put_poll_reply(
+        self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
+    ) -> None:
+        client = self._client
+        name = _reply_name(bot_id, request_uuid)
+        entity = dc.make_entity(
+            client,
+            dc.POLL_REPLY,
+            name,
+            {"expires_ts": float(expires_ts)},
+            {"reply": json.dumps(reply, separators=(",", ":"))},
+        )
+        expired = dc.query(
+            client, dc.POLL_REPLY, ("expires_ts", "<", self._clock.now()), keys_only=True
+        )
+        # One commit puts the reply and purges; a commit may not touch a key twice.
+        stale = [e.key for e in expired.fetch(limit=POLL_REPLY_PURGE_BATCH) if e.key.name != name]
+
+        def write() -> None:
+            batch = client.batch()
+            batch.begin()
+            batch.put(entity)
+            for stale_key in stale:
+                batch.delete(stale_key)
+            batch.commit()
+
+        dc.retry_write(write)
+
+    # Queues.
+
+    async def ensure_queue(self, queue: Queue) -> bool:
+        """Records a queue; returns True if it was not known before (across replicas)."""
+        return await self._call(self._ensure_queue, queue)
+
+    async def list_queues(self) -> list[Queue]:
+        """Returns every known queue, oldest first."""
+        return await self._call(self._list_queues)
+
+    def _ensure_queue(self, queue: Queue) -> bool:
+        client = self._client
+        queue_key = dc.key(client, dc.QUEUE, queue.key)
+
+        def work(tx: Any) -> bool:
+            if client.get(queue_key, transaction=tx) is not None:
+                return False
+            unindexed = {"created_ts": float(queue.created_ts), "data": codec.dumps(queue)}
+            tx.put(dc.make_entity(client, dc.QUEUE, queue.key, {}, unindexed))
+            return True
+
+        return dc.run_transaction(client, work)
+
+    def _list_queues(self) -> list[Queue]:
+        queues = [dc.load(Queue, e) for e in dc.query(self._client, dc.QUEUE).fetch()]
+        return sorted(queues, key=lambda q: (q.created_ts, q.key))
+
+    # Tasks.
+
+    async def create_task(
+        self, request: TaskRequest, result: TaskResult
+    ) -> tuple[TaskResult, bool]:
+        """Stores a new task atomically: request, result and its place in its queue.
+
+        If `request.request_uuid` is set and a task with the same uuid exists,
+        stores nothing and returns (existing result, False); else (result, True).
+        Raises Conflict if a task with this ID exists.
+        """
+        return await self._call(datastore_tasks.create_task, self._client, request, result)
+
+    async def get_request(self, task_id: str) -> TaskRequest | None:
+        """Returns the request of a task by summary ID."""
+        return await self._call(datastore_tasks.get_request, self._client, task_id)
+
+    async def get_result(self, task_id: str) -> TaskResult | None:
+        """Returns the result of a task by summary ID."""
+        return await self._call(datastore_tasks.get_result, self._client, task_id)
+
+    async def update_result(self, result: TaskResult) -> TaskResult:
+        """Compare-and-set: writes `result` if the stored version is `result.version`.
+
+        Returns the stored record (version bumped). Raises StaleWrite when the
+        stored version differs, TaskNotFound when there is no such task.
+        """
+        return await self._call(datastore_tasks.update_result, self._client, result)
+
+    async def claim_next(
+        self,
+        queue_keys: Sequence[str],
+        now: float,
+        assign: Callable[[TaskResult], TaskResult | None],
+    ) -> TaskResult | None:
+        """Atomically hands the best dispatchable task of the given queues to a bot.
+
+        `assign` runs in a worker thread, and runs again for the same task
+        when its transaction collides: it must be a pure function.
+        """
+        if not queue_keys:
+            return None
+        return await self._call(datastore_tasks.claim_next, self._client, queue_keys, now, assign)
+
+    async def queue_position(self, result: TaskResult) -> int:
+        """Counts the tasks ahead of `result` in its queue; 0 when it is not queued."""
+        if not result.is_dispatchable:
+            return 0
+        return await self._call(task_queries.queue_position, self._client, result)
+
+    async def find_reusable(
+        self, properties_hash: str, completed_after: float
+    ) -> TaskResult | None:
+        """Returns the most recent successful original run with this hash, or None."""
+        if not properties_hash:
+            return None
+        return await self._call(
+            task_queries.find_reusable, self._client, properties_hash, completed_after
+        )
+
+    async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
+        """Lists tasks newest first, filtered as `query` says.
+
+        The created range is `created_after <= created_ts < created_before`.
+        """
+        return await self._call(task_queries.list_tasks, self._client, query)
+
+    async def list_due(self, now: float, limit: int) -> list[TaskResult]:
+        """Returns active tasks with a deadline at or before `now`, earliest first."""
+        return await self._call(task_queries.list_due, self._client, now, limit)
+
+    # Structured results.
+
+    async def add_report(self, task_id: str, report: TaskReport, key: str = "") -> None:
+        """Appends a report's items; a repeated non-empty `key` is ignored."""
+        await self._call(datastore_reports.add, self._client, task_id, report, key)
+
+    async def get_report(self, task_id: str) -> TaskReport:
+        """Returns every item reported for the task, in the order reported."""
+        return await self._call(datastore_reports.get, self._client, task_id)
+
+    # Output.
+
+    async def write_output(self, run_id: str, offset: int, data: bytes) -> None:
+        """Writes `data` at `offset`; writing the same bytes again changes nothing.
+
+        Bytes past MAX_OUTPUT_SIZE are dropped, but the size still grows to
+        the cap. An empty write changes nothing.
+        """
+        if offset < 0:
+            raise errors.InvalidRequest(f"output offset {offset} is negative")
+        if data:
+            await self._call(datastore_output.write, self._client, run_id, offset, bytes(data))
+
+    async def read_output(self, run_id: str, offset: int = 0, length: int = -1) -> bytes:
+        """Reads output; holes read as zero bytes; length -1 reads to the end."""
+        if offset < 0 or length < -1:
+            raise errors.InvalidRequest(f"cannot read {length} bytes at offset {offset}")
+        return await self._call(datastore_output.read, self._client, run_id, offset, length)
+
+    async def output_size(self, run_id: str) -> int:
+        """Returns the output's size: the end of the furthest write."""
+        return await self._call(datastore_output.size, self._client, run_id)
+
+
+def _reply_name(bot_id: str, request_uuid: str) -> str:
+    # Quoting the bot ID makes the first "/" the separator whatever the IDs hold.
+    return f"{quote(bot_id, safe='')}/{request_uuid}"

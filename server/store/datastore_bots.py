@@ -1,0 +1,142 @@
+# mypy: disallow-untyped-calls=False
+# (google-cloud-datastore leaves its functions unannotated; see datastore_client.)
+"""Bots and bot events in the Datastore backend.
+
+A Bot entity carries, next to the whole record, the properties list_bots
+filters on in Datastore: its dimensions as "[key, value]" tokens, and the
+quarantined and busy flags. The rest of a BotQuery ("a|b" alternatives,
+is_dead) is checked here while paging by key, so these filters read bots
+that do not match: fine for an admin listing of a fleet, not for a hot path.
+Functions here block: DatastoreStore runs them in its worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from server import errors
+from server.model import Bot, BotDimensions, BotEvent, BotQuery, Page
+from server.store import codec
+from server.store.cursor import decode as decode_cursor
+from server.store.cursor import encode as encode_cursor
+from server.store.datastore_client import (
+    BOT,
+    BOT_EVENT,
+    key,
+    load,
+    make_entity,
+    query,
+    retry_write,
+    sortable,
+)
+
+
+def dimension_token(dim_key: str, value: str) -> str:
+    """One indexed value of a bot's `dimensions`: unambiguous whatever the strings hold."""
+    return json.dumps([dim_key, value], separators=(",", ":"))
+
+
+def put_bot(client: Any, bot: Bot) -> None:
+    """Creates or replaces the bot record (last writer wins)."""
+    indexed = {
+        "dimensions": sorted(_tokens(bot.dimensions)),
+        "quarantined": bool(bot.quarantined or bot.admin_quarantine),
+        "busy": bool(bot.task_id),
+    }
+    unindexed = {"last_seen_ts": float(bot.last_seen_ts), "data": codec.dumps(bot)}
+    entity = make_entity(client, BOT, bot.bot_id, indexed, unindexed)
+    retry_write(lambda: client.put(entity))
+
+
+def get_bot(client: Any, bot_id: str) -> Bot | None:
+    """Returns the bot, or None if it was never seen."""
+    entity = client.get(key(client, BOT, bot_id))
+    return None if entity is None else load(Bot, entity)
+
+
+def list_bots(client: Any, bot_query: BotQuery) -> Page[Bot]:
+    """Lists bots by ID, filtered as `bot_query` says, paged by its cursor.
+
+    Plain dimensions and the two flags are equality filters that Datastore
+    merges from built-in indexes; alternatives and liveness are checked on
+    the bots it returns.
+    """
+    _check_limit(bot_query.limit)
+    filters: list[tuple[str, str, Any]] = []
+    alternatives: list[set[str]] = []
+    for dim_key, value in bot_query.dimensions:
+        values = value.split("|")
+        if len(values) == 1:
+            filters.append(("dimensions", "=", dimension_token(dim_key, value)))
+        else:
+            alternatives.append({dimension_token(dim_key, v) for v in values})
+    if bot_query.quarantined is not None:
+        filters.append(("quarantined", "=", bot_query.quarantined))
+    if bot_query.is_busy is not None:
+        filters.append(("busy", "=", bot_query.is_busy))
+    if bot_query.cursor:
+        (after,) = decode_cursor("bots", bot_query.cursor, str)
+        filters.append(("__key__", ">", key(client, BOT, after)))
+    checked = bool(alternatives) or bot_query.is_dead is not None
+    # Without checks here the first limit + 1 bots are the page; with them,
+    # the query pages through as many bots as it takes.
+    limit = None if checked else bot_query.limit + 1
+    found: list[Any] = []
+    for entity in query(client, BOT, *filters, order=["__key__"]).fetch(limit=limit):
+        tokens = set(entity.get("dimensions") or ())
+        if any(not (tokens & options) for options in alternatives):
+            continue
+        if bot_query.is_dead is not None:
+            is_dead = float(entity["last_seen_ts"]) < bot_query.dead_before
+            if is_dead != bot_query.is_dead:
+                continue
+        found.append(entity)
+        if len(found) > bot_query.limit:
+            break
+    more = len(found) > bot_query.limit
+    items = [load(Bot, e) for e in found[: bot_query.limit]]
+    return Page(items=items, cursor=encode_cursor("bots", items[-1].bot_id) if more else "")
+
+
+def add_bot_event(client: Any, event: BotEvent) -> None:
+    """Appends an event to the bot's history.
+
+    The key name sorts a bot's events by time, then by when they were added
+    (by this server's clock; replicas' clocks only order events of one time).
+    """
+    name = f"{event.bot_id}/{sortable(event.ts)}/{time.time_ns():016x}{secrets.token_hex(4)}"
+    entity = make_entity(
+        client, BOT_EVENT, name, {"bot_id": event.bot_id}, {"data": codec.dumps(event)}
+    )
+    retry_write(lambda: client.put(entity))
+
+
+def list_bot_events(client: Any, bot_id: str, limit: int, cursor: str) -> Page[BotEvent]:
+    """Lists a bot's events newest first: one query on the (bot_id, __key__ desc) index."""
+    _check_limit(limit)
+    filters: list[tuple[str, str, Any]] = [("bot_id", "=", bot_id)]
+    if cursor:
+        (before,) = decode_cursor("bot_events", cursor, str)
+        if not before.startswith(f"{bot_id}/"):
+            raise errors.InvalidRequest(f"cursor {cursor!r} belongs to another bot's events")
+        filters.append(("__key__", "<", key(client, BOT_EVENT, before)))
+    events = query(client, BOT_EVENT, *filters, order=["-__key__"])
+    found = list(events.fetch(limit=limit + 1))
+    more = len(found) > limit
+    found = found[:limit]
+    return Page(
+        items=[load(BotEvent, e) for e in found],
+        cursor=encode_cursor("bot_events", str(found[-1].key.name)) if more else "",
+    )
+
+
+def _tokens(dimensions: BotDimensions) -> set[str]:
+    return {dimension_token(k, v) for k, values in dimensions.items() for v in values}
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise errors.InvalidRequest(f"page limit {limit} is not positive")

@@ -1,0 +1,138 @@
+# mypy: disallow-untyped-calls=False
+# (google-cloud-datastore leaves its functions unannotated; see datastore_client.)
+"""Task lookups and listings in the Datastore backend.
+
+Each function is one or a few queries on the TaskResult properties that
+datastore_tasks.result_entity derives; server/store/index.yaml declares
+the composite indexes they need. Functions here block: DatastoreStore runs
+them in its worker threads.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from server import errors
+from server.model import Page, TaskQuery, TaskResult
+from server.store.cursor import decode as decode_cursor
+from server.store.cursor import encode as encode_cursor
+from server.store.datastore_client import TASK_RESULT, load, query, sortable
+from server.store.datastore_tasks import order_key
+
+
+def queue_position(client: Any, result: TaskResult) -> int:
+    """Counts the queued entries of `result.queue_key` strictly before `result`.
+
+    Two keys-only queries on the (queue, priority, order_key) index: lower
+    priority numbers, then the same priority with a smaller order_key. The
+    cost grows with the answer, never with the size of other queues.
+    """
+    if not result.is_dispatchable:
+        return 0
+    ahead = query(
+        client,
+        TASK_RESULT,
+        ("queue", "=", result.queue_key),
+        ("priority", "<", result.priority),
+        order=["priority", "order_key"],
+        keys_only=True,
+    )
+    same = query(
+        client,
+        TASK_RESULT,
+        ("queue", "=", result.queue_key),
+        ("priority", "=", result.priority),
+        ("order_key", "<", order_key(result.created_ts, result.task_id)),
+        order=["order_key"],
+        keys_only=True,
+    )
+    return _count(ahead.fetch()) + _count(same.fetch())
+
+
+def find_reusable(client: Any, properties_hash: str, completed_after: float) -> TaskResult | None:
+    """The newest dedup source with this hash completed at or after `completed_after`.
+
+    One query on the (reusable_hash, completed_ts desc, __key__ desc) index,
+    from its newest end: only results that can be a source carry the hash.
+    """
+    if not properties_hash:
+        return None
+    newest = query(
+        client,
+        TASK_RESULT,
+        ("reusable_hash", "=", properties_hash),
+        ("completed_ts", ">=", float(completed_after)),
+        order=["-completed_ts", "-__key__"],
+    )
+    found = list(newest.fetch(limit=1))
+    return load(TaskResult, found[0]) if found else None
+
+
+def list_tasks(client: Any, task_query: TaskQuery) -> Page[TaskResult]:
+    """Lists tasks newest first (created_ts, then task ID, descending), filtered.
+
+    The created range is `created_after <= created_ts < created_before`;
+    it and the cursor are bounds on `order_key`, the property the listing
+    is sorted on. Tags, bot and a single state are equality filters that
+    Datastore merges from the (property, order_key desc) indexes; several
+    states are one query each, merged here (Datastore's IN is not in the
+    emulator, and would need the same merge on its side).
+    """
+    if task_query.limit < 1:
+        raise errors.InvalidRequest(f"page limit {task_query.limit} is not positive")
+    upper: str | None = None
+    if task_query.cursor:
+        created_ts, task_id = decode_cursor("tasks", task_query.cursor, float, str)
+        upper = order_key(created_ts, task_id)
+    if task_query.created_before is not None:
+        before = sortable(task_query.created_before)
+        upper = before if upper is None else min(upper, before)
+    lower = None if task_query.created_after is None else sortable(task_query.created_after)
+    if lower is not None and upper is not None and lower >= upper:
+        return Page(items=[])
+    filters: list[tuple[str, str, Any]] = [
+        ("tags", "=", tag) for tag in dict.fromkeys(task_query.tags)
+    ]
+    if task_query.bot_id:
+        filters.append(("bot_id", "=", task_query.bot_id))
+    if lower is not None:
+        filters.append(("order_key", ">=", lower))
+    if upper is not None:
+        filters.append(("order_key", "<", upper))
+    # None: no state filter, one query for all states.
+    states: list[int | None] = [*sorted(s.value for s in task_query.states)] or [None]
+    streams = [_newest_first(client, filters, state, task_query.limit + 1) for state in states]
+    merged = heapq.merge(*streams, key=lambda e: str(e["order_key"]), reverse=True)
+    entities = list(itertools.islice(merged, task_query.limit + 1))
+    items = [load(TaskResult, e) for e in entities[: task_query.limit]]
+    more = len(entities) > task_query.limit
+    last = items[-1] if items else None
+    return Page(
+        items=items,
+        cursor=encode_cursor("tasks", last.created_ts, last.task_id) if more and last else "",
+    )
+
+
+def list_due(client: Any, now: float, limit: int) -> list[TaskResult]:
+    """Active tasks whose `due_ts` is at or before `now`, earliest first."""
+    if limit < 1:
+        return []
+    due = query(client, TASK_RESULT, ("due_ts", "<=", float(now)), order=["due_ts"])
+    return [load(TaskResult, e) for e in due.fetch(limit=limit)]
+
+
+def _newest_first(
+    client: Any, filters: list[tuple[str, str, Any]], state: int | None, limit: int
+) -> Iterator[Any]:
+    """One state's share of a listing, newest first, at most `limit` entities."""
+    if state is not None:
+        filters = [*filters, ("state", "=", state)]
+    listing = query(client, TASK_RESULT, *filters, order=["-order_key"])
+    return iter(listing.fetch(limit=limit))
+
+
+def _count(entities: Iterable[Any]) -> int:
+    return sum(1 for _ in entities)

@@ -1,0 +1,252 @@
+# mypy: disallow-untyped-calls=False
+# (google-cloud-datastore leaves its functions unannotated; see datastore_client.)
+"""Tasks in the Datastore backend: creating them, compare-and-set, claiming.
+
+Every write of a TaskResult goes through `result_entity`, which derives the
+indexed properties from the record, so a task's place in its queue, its
+deadline and its dedup eligibility always follow the record (the entity
+design is in server/store/datastore.py). The lookups and listings of tasks
+are in datastore_task_queries. Functions here block: DatastoreStore runs
+them in its worker threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections.abc import Callable, Iterator, Sequence, Set
+from typing import Any
+
+from server import errors
+from server.model import TaskRequest, TaskResult
+from server.store import codec
+from server.store.base import StaleWrite
+from server.store.datastore_client import (
+    TASK_REQUEST,
+    TASK_REQUEST_UUID,
+    TASK_RESULT,
+    Contention,
+    get_multi,
+    key,
+    load,
+    make_entity,
+    query,
+    run_transaction,
+    sortable,
+)
+
+# Backend-independent rules (which deadline is next, which results dedup may
+# reuse); they live beside the SQLite backend, which had them first.
+from server.store.sqlite_results import due_ts, reusable_hash
+
+# Queue entries read per query in claim_next. Most polls take the first head,
+# so a small batch keeps a poll at one short query per queue; a bot whose
+# `assign` declines many candidates reads further batches.
+CLAIM_BATCH = 8
+
+# Transaction runs spent on one claim candidate before moving on to the next:
+# a candidate that keeps colliding is being taken by another claimer.
+CLAIM_ATTEMPTS = 3
+
+# (priority, order_key, task_id): a queue's order, best first.
+QueueEntry = tuple[int, str, str]
+
+
+def order_key(created_ts: float, task_id: str) -> str:
+    """The `order_key` property: sorts by creation time, then by task ID."""
+    return f"{sortable(created_ts)}:{task_id}"
+
+
+def result_entity(client: Any, result: TaskResult) -> Any:
+    """The TaskResult entity of `result`, with the properties its queries use.
+
+    `queue` exists only while the task is dispatchable, `due_ts` only while
+    it has a deadline, `reusable_hash` and `completed_ts` only while it can
+    be a dedup source: an entity without a property is in no index on it.
+    """
+    indexed: dict[str, Any] = {
+        "state": result.state.value,
+        "order_key": order_key(result.created_ts, result.task_id),
+        "bot_id": result.bot_id,
+        "tags": list(dict.fromkeys(result.tags)),
+        "priority": result.priority,
+    }
+    if result.is_dispatchable:
+        indexed["queue"] = result.queue_key
+    due = due_ts(result)
+    if due is not None:
+        indexed["due_ts"] = float(due)
+    reusable = reusable_hash(result)
+    if reusable is not None and result.completed_ts is not None:
+        indexed["reusable_hash"] = reusable
+        indexed["completed_ts"] = float(result.completed_ts)
+    unindexed = {
+        "version": result.version,
+        "expiration_ts": float(result.expiration_ts),
+        "data": codec.dumps(result),
+    }
+    return make_entity(client, TASK_RESULT, result.task_id, indexed, unindexed)
+
+
+def create_task(client: Any, request: TaskRequest, result: TaskResult) -> tuple[TaskResult, bool]:
+    """Stores request, result and the request_uuid record in one transaction.
+
+    Returns (existing result, False) when the request_uuid is taken, else
+    (result, True). Raises Conflict if a task with this ID exists.
+    """
+    if request.task_id != result.task_id:
+        raise ValueError(f"request {request.task_id} with result {result.task_id}")
+    request_key = key(client, TASK_REQUEST, request.task_id)
+    result_key = key(client, TASK_RESULT, result.task_id)
+    uuid_key = (
+        key(client, TASK_REQUEST_UUID, request.request_uuid) if request.request_uuid else None
+    )
+
+    def work(tx: Any) -> tuple[TaskResult, bool]:
+        keys = (
+            [request_key, result_key] if uuid_key is None else [request_key, result_key, uuid_key]
+        )
+        found = get_multi(client, keys, tx)
+        if uuid_key in found:
+            original = str(found[uuid_key]["task_id"])
+            existing = client.get(key(client, TASK_RESULT, original), transaction=tx)
+            if existing is None:
+                raise errors.Conflict(
+                    f"request_uuid {request.request_uuid} names lost task {original}"
+                )
+            return load(TaskResult, existing), False
+        if request_key in found or result_key in found:
+            raise errors.Conflict(f"task {request.task_id} already exists")
+        tx.put(
+            make_entity(client, TASK_REQUEST, request.task_id, {}, {"data": codec.dumps(request)})
+        )
+        tx.put(result_entity(client, result))
+        if uuid_key is not None:
+            tx.put(
+                make_entity(
+                    client,
+                    TASK_REQUEST_UUID,
+                    request.request_uuid,
+                    {},
+                    {"task_id": request.task_id},
+                )
+            )
+        return result, True
+
+    return run_transaction(client, work)
+
+
+def get_request(client: Any, task_id: str) -> TaskRequest | None:
+    """Returns the request of a task, or None."""
+    entity = client.get(key(client, TASK_REQUEST, task_id))
+    return None if entity is None else load(TaskRequest, entity)
+
+
+def get_result(client: Any, task_id: str) -> TaskResult | None:
+    """Returns the result of a task, or None."""
+    entity = client.get(key(client, TASK_RESULT, task_id))
+    return None if entity is None else load(TaskResult, entity)
+
+
+def update_result(client: Any, result: TaskResult) -> TaskResult:
+    """Compare-and-set on `version` in a transaction; returns the stored record.
+
+    Raises StaleWrite when the stored version differs, TaskNotFound when
+    there is no such task. A collision runs the check again, so a write that
+    lost a race to another writer ends in StaleWrite, never in a lost update.
+    """
+    result_key = key(client, TASK_RESULT, result.task_id)
+
+    def work(tx: Any) -> TaskResult:
+        entity = client.get(result_key, transaction=tx)
+        if entity is None:
+            raise errors.TaskNotFound(result.task_id)
+        version = int(entity["version"])
+        if version != result.version:
+            raise StaleWrite(f"task {result.task_id} is at version {version}, not {result.version}")
+        stored = dataclasses.replace(result, version=version + 1)
+        tx.put(result_entity(client, stored))
+        return stored
+
+    return run_transaction(client, work)
+
+
+def claim_next(
+    client: Any,
+    queue_keys: Sequence[str],
+    now: float,
+    assign: Callable[[TaskResult], TaskResult | None],
+) -> TaskResult | None:
+    """Hands the best dispatchable task of `queue_keys` to `assign`, atomically.
+
+    Reads only the heads of the queues, merged best first, outside any
+    transaction; then re-reads each candidate in a transaction and writes
+    it with a compare-and-set, since another claimer (in this process or
+    another replica) may have taken it meanwhile. `assign` runs in the
+    calling worker thread, and again if the transaction collides: it must
+    be a pure function of the record it gets.
+    """
+    keys = frozenset(queue_keys)
+    heads = [queue_heads(client, queue, now) for queue in sorted(keys)]
+    for _priority, _order_key, task_id in heapq.merge(*heads):
+        try:
+            claimed = _claim_candidate(client, task_id, keys, now, assign)
+        except Contention:
+            continue
+        if claimed is not None:
+            return claimed
+    return None
+
+
+def queue_heads(client: Any, queue: str, now: float) -> Iterator[QueueEntry]:
+    """Yields a queue's unexpired entries best first, read lazily in small batches.
+
+    One query on the (queue, priority, order_key) index per batch, so the
+    cost does not depend on how much other work is pending. Expired entries
+    (the sweeper ends them soon) are skipped here: filtering them in the
+    query would need a second inequality property and break the order.
+    """
+    cursor = None
+    while True:
+        heads = query(client, TASK_RESULT, ("queue", "=", queue), order=["priority", "order_key"])
+        batch = heads.fetch(limit=CLAIM_BATCH, start_cursor=cursor)
+        count = 0
+        for entity in batch:
+            count += 1
+            if float(entity["expiration_ts"]) > now:
+                yield int(entity["priority"]), str(entity["order_key"]), str(entity.key.name)
+        if count < CLAIM_BATCH:
+            return
+        cursor = batch.next_page_token
+
+
+def _claim_candidate(
+    client: Any,
+    task_id: str,
+    queue_keys: Set[str],
+    now: float,
+    assign: Callable[[TaskResult], TaskResult | None],
+) -> TaskResult | None:
+    """Claims one candidate if it is still queued in `queue_keys` and unexpired.
+
+    Returns the stored record, or None when the task is gone or `assign`
+    declines it. Raises Contention when it kept colliding.
+    """
+    result_key = key(client, TASK_RESULT, task_id)
+
+    def work(tx: Any) -> TaskResult | None:
+        entity = client.get(result_key, transaction=tx)
+        if entity is None or entity.get("queue") not in queue_keys:
+            return None
+        if float(entity["expiration_ts"]) <= now:
+            return None
+        new = assign(load(TaskResult, entity))
+        if new is None:
+            return None
+        if new.task_id != task_id:
+            raise ValueError(f"assign turned task {task_id} into task {new.task_id}")
+        stored = dataclasses.replace(new, version=int(entity["version"]) + 1)
+        tx.put(result_entity(client, stored))
+        return stored
+
+    return run_transaction(client, work, attempts=CLAIM_ATTEMPTS)
