@@ -1,0 +1,649 @@
+"""Drives the real scheduler services without HTTP, and predicts what they must do.
+
+`Fleet` wires the services as server/app.py does, over a SqliteStore in a
+directory and a FakeClock. `SimBot` builds the JSON bodies a bot sends (so
+every request goes through the `parse_*` functions) and remembers what the
+bot believes it is running. `Model` is an independent statement of the task
+lifecycle (PROTOCOL.md 1.8, DESIGN.md 5-6): tests/scheduler/test_properties.py
+applies each operation to both and compares.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import pathlib
+import random
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from server.app import BOT_DIR
+from server.auth.session import SessionKeys
+from server.botapi.context import BotApiContext
+from server.botapi.messages import (
+    BotCredentials,
+    parse_claim,
+    parse_handshake,
+    parse_poll,
+    parse_task_error,
+    parse_task_update,
+)
+from server.botapi.runs import RunService
+from server.botapi.service import BotService
+from server.botcode import BotCode
+from server.clock import FakeClock
+from server.config.live import LiveConfig
+from server.model import TaskProperties, TaskRequest, TaskSlice, TaskState, run_id_of
+from server.scheduler.queues import QueueIndex
+from server.scheduler.sweeper import Sweeper
+from server.scheduler.tasks import TaskService
+from server.scheduler.waiters import NEW_QUEUE, PollWaiters
+from server.store.sqlite import SqliteStore
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
+SERVER_URL = "http://127.0.0.1:1"
+CREDS = BotCredentials(remote_ip="127.0.0.1", headers={})
+# Polls answer at once; sessions outlive any example (30 steps of at most
+# 2000 s), so a poll never answers bot_restart.
+RESERVATION_TIMEOUT_SECS = 60
+BOT_DEATH_TIMEOUT_SECS = 600
+SETTINGS = (
+    "long_poll_secs: 0\n"
+    f"reservation_timeout_secs: {RESERVATION_TIMEOUT_SECS}\n"
+    f"bot_death_timeout_secs: {BOT_DEATH_TIMEOUT_SECS}\n"
+    "session_lifetime_secs: 86400\n"
+)
+# bots.cfg of the quickstart forces this on every bot.
+GROUP_DIMENSIONS = {"pool": ["default"]}
+
+# Known server bugs the model reproduces so the property test keeps guarding
+# everything else; each has a strict xfail test in test_properties.py. Set one
+# to False once its bug is fixed.
+#
+# Sweeper.run_once visits each due task once: a reservation it releases goes
+# back to PENDING even when the task's expiration passed already, and stays
+# there until the next sweep (test_released_task_past_its_deadline_expires_in_the_same_sweep).
+KNOWN_BUG_SWEEP_IS_ONE_PASS = True
+# transitions.release keeps `killing` and puts the task back in its queue:
+# a task cancelled (kill_running) while reserved but unconfirmed runs again
+# on the next bot (test_cancelled_reservation_is_not_run_again_after_its_release).
+KNOWN_BUG_RELEASE_FORGETS_KILL = True
+# RunService.task_error requeues a restarted run with the expiration_secs of
+# slice 0, not of its current slice as task_update and the sweeper do
+# (test_restart_ended_by_task_error_requeues_with_its_slice_expiration).
+KNOWN_BUG_TASK_ERROR_REQUEUES_WITH_SLICE_0 = True
+# When a requeued task's slice expires, the sweeper takes the first runnable
+# slice counting from slice 0 and expires the task if that one is not later
+# than the current slice, even when a later slice could run
+# (test_expired_requeued_slice_falls_back_to_a_later_runnable_slice).
+KNOWN_BUG_FALLBACK_SEARCHES_FROM_SLICE_0 = True
+
+
+class TaskIds:
+    """Deterministic task IDs: the server's layout, a scrambled counter for the random bits.
+
+    Tasks created in the same millisecond order by these bits, so a
+    scrambled (not increasing) counter exercises that tie-break both ways.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def __call__(self, now: float) -> str:
+        self._count += 1
+        ms = int((now - 1262304000.0) * 1000)
+        return f"{(ms << 20) | (((self._count * 40503) & 0xFFFF) << 4):x}"
+
+
+@dataclasses.dataclass
+class Fleet:
+    """The scheduler's services over one store, wired as in server/app.py."""
+
+    clock: FakeClock
+    store: SqliteStore
+    tasks: TaskService
+    bots: BotService
+    runs: RunService
+    sweeper: Sweeper
+    botcode: BotCode
+
+    @classmethod
+    async def open(cls, root: pathlib.Path, clock: FakeClock) -> Fleet:
+        """Copies the quickstart configs under `root` and opens a store there."""
+        config_dir = root / "configs"
+        shutil.copytree(ROOT / "configs", config_dir, ignore=shutil.ignore_patterns("examples"))
+        (config_dir / "settings.cfg").write_text(SETTINGS)
+        config = LiveConfig(config_dir, clock=clock)
+        store = await SqliteStore.open(root / "drover.sqlite3", clock=clock)
+        botcode = BotCode(config.current, server_url=SERVER_URL, bot_dir=BOT_DIR)
+        waiters = PollWaiters()
+        queues = QueueIndex(store, on_new=lambda _: waiters.notify(NEW_QUEUE))
+        ctx = BotApiContext(
+            store=store,
+            config=config,
+            clock=clock,
+            keys=SessionKeys.generate(),
+            botcode=botcode,
+            queues=queues,
+            notifier=waiters,
+            server_version="drover-test",
+            server_url=SERVER_URL,
+        )
+        tasks = TaskService(store, config, clock, queues, waiters)
+        return cls(
+            clock=clock,
+            store=store,
+            tasks=tasks,
+            bots=BotService(ctx, waiters, rng=random.Random(0)),
+            runs=RunService(ctx),
+            sweeper=Sweeper(store, clock, tasks, queues, waiters),
+            botcode=botcode,
+        )
+
+    async def close(self) -> None:
+        """Closes the store."""
+        await self.store.close()
+
+
+# Tasks.
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceSpec:
+    """One slice of a generated task; `dimensions` excludes the pool."""
+
+    dimensions: tuple[tuple[str, str], ...]
+    expiration_secs: int
+    wait_for_capacity: bool
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """The requested dimensions, pool included."""
+        return [("pool", "default"), *self.dimensions]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A generated task request."""
+
+    priority: int
+    slices: tuple[SliceSpec, ...]
+    max_retries: int = 0
+    bot_ping_tolerance_secs: int = 60
+
+    def draft(self) -> TaskRequest:
+        """The request as a client would submit it."""
+        return TaskRequest(
+            task_id="",
+            created_ts=0.0,
+            name="prop",
+            priority=self.priority,
+            slices=[
+                TaskSlice(
+                    properties=TaskProperties(command=["run"], dimensions=s.pairs),
+                    expiration_secs=s.expiration_secs,
+                    wait_for_capacity=s.wait_for_capacity,
+                )
+                for s in self.slices
+            ],
+            max_retries=self.max_retries,
+            bot_ping_tolerance_secs=self.bot_ping_tolerance_secs,
+        )
+
+
+# Bots.
+
+
+@dataclasses.dataclass
+class SimBot:
+    """A bot as the test plays it: its identity, session and what it believes it runs."""
+
+    bot_id: str
+    os: str
+    version: str = ""
+    session: str | None = None
+    alive: bool = True
+    # The run the bot believes it holds ("" for none), and whether the server
+    # accepted a claim or update of it from this bot.
+    run_id: str = ""
+    confirmed: bool = False
+    claims: int = 0
+    # Next output offset of every run the bot was handed.
+    offsets: dict[str, int] = dataclasses.field(default_factory=dict)
+    history: list[str] = dataclasses.field(default_factory=list)
+    calls: int = 0
+
+    @property
+    def dimensions(self) -> dict[str, list[str]]:
+        """What the bot reports."""
+        return {"id": [self.bot_id], "os": [self.os]}
+
+    def drop_run(self) -> None:
+        """The bot stops believing it runs anything."""
+        self.run_id = ""
+        self.confirmed = False
+
+    def _adopt(self, reply: Mapping[str, Any]) -> None:
+        token = reply.get("session")
+        if isinstance(token, str) and token:
+            self.session = token
+
+    def _next(self, what: str) -> str:
+        self.calls += 1
+        return f"{what}-{self.bot_id}-{self.calls}"
+
+    async def handshake(self, fleet: Fleet) -> dict[str, Any]:
+        """Opens a session with the version the server expects."""
+        self.version = fleet.botcode.for_bot(self.bot_id).digest
+        body = {
+            "dimensions": self.dimensions,
+            "state": {"running_time": 1, "sleep_streak": 0},
+            "version": self.version,
+            "session_id": f"{self._next('s').lower()}/1",
+        }
+        reply = await fleet.bots.handshake(parse_handshake(body), CREDS)
+        self._adopt(reply)
+        return reply
+
+    async def poll(self, fleet: Fleet) -> dict[str, Any]:
+        """Asks for work."""
+        body = {
+            "dimensions": self.dimensions,
+            "state": {"running_time": 1, "sleep_streak": 0},
+            "version": self.version,
+            "session": self.session,
+            "request_uuid": self._next("poll"),
+        }
+        reply = await fleet.bots.poll(parse_poll(body), CREDS)
+        self._adopt(reply)
+        return reply
+
+    async def claim(self, fleet: Fleet, run_id: str, claim_id: str) -> dict[str, Any]:
+        """Confirms a reservation."""
+        body = {"session": self.session, "claim_id": claim_id, "task_id": run_id}
+        return await fleet.runs.claim(parse_claim(body), CREDS)
+
+    def update_body(self, run_id: str, fields: Mapping[str, Any], output: bytes) -> dict[str, Any]:
+        """A task_update body; output goes at the run's next offset."""
+        body: dict[str, Any] = {
+            "id": self.bot_id,
+            "task_id": run_id,
+            "session": self.session,
+            "cost_usd": 0.0,
+            **fields,
+        }
+        if output:
+            body["output"] = base64.b64encode(output).decode()
+            body["output_chunk_start"] = self.offsets.get(run_id, 0)
+        return body
+
+    async def update(self, fleet: Fleet, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Sends a task_update built by `update_body`."""
+        reply = await fleet.runs.task_update(parse_task_update(body), CREDS)
+        self._adopt(reply)
+        return reply
+
+    async def task_error(self, fleet: Fleet, run_id: str, client_error: bool) -> dict[str, Any]:
+        """Reports that the run could not run."""
+        body: dict[str, Any] = {
+            "id": self.bot_id,
+            "task_id": run_id,
+            "session": self.session,
+            "message": "could not run: {'secret': 1}",
+        }
+        if client_error:
+            body["client_error"] = {"missing_cas": ["digest/1"]}
+        return await fleet.runs.task_error(parse_task_error(body), CREDS)
+
+
+# The model.
+
+
+def dims_match(bot: Mapping[str, Sequence[str]], requested: Sequence[tuple[str, str]]) -> bool:
+    """Every requested key has one of its `|` alternatives among the bot's values."""
+    return all(any(alt in bot.get(k, ()) for alt in v.split("|")) for k, v in requested)
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """The completion fields of a task_update body, decided from values (U3)."""
+
+    exit_code: int | None
+    duration: float | None
+    hard_timeout: bool
+    io_timeout: bool
+    canceled: bool
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Completion | None:
+        """None when the body is not a completion."""
+        done = cls(
+            exit_code=body.get("exit_code"),
+            duration=body.get("duration"),
+            hard_timeout=body.get("hard_timeout") is True,
+            io_timeout=body.get("io_timeout") is True,
+            canceled=body.get("canceled") is True,
+        )
+        if done.exit_code is None and not (done.hard_timeout or done.io_timeout or done.canceled):
+            return None
+        return done
+
+
+@dataclasses.dataclass
+class Expected:
+    """What one task's stored result must say."""
+
+    task_id: str
+    spec: TaskSpec
+    created_ts: float
+    state: TaskState
+    current_slice: int = 0
+    expiration_ts: float = 0.0
+    try_number: int = 0
+    bot_id: str = ""
+    reserved_until: float | None = None
+    claim_id: str = ""
+    dead_after_ts: float | None = None
+    killing: bool = False
+    restarting: bool = False
+    exit_code: int | None = None
+    duration: float | None = None
+    # A retry or a restart gave the task a fresh expiration.
+    requeued: bool = False
+    # A cancel asked the running task to stop; the known release bug may lose it.
+    kill_requested: bool = False
+    kill_lost: bool = False
+
+    def deadline(self, index: int) -> float:
+        """Slice `index`'s cumulative expiration."""
+        return self.created_ts + sum(s.expiration_secs for s in self.spec.slices[: index + 1])
+
+    @property
+    def run_id(self) -> str:
+        """The current run's ID."""
+        return run_id_of(self.task_id, self.try_number or 1)
+
+    @property
+    def due(self) -> float | None:
+        """When the sweeper must next look at the task."""
+        if self.state is TaskState.PENDING:
+            return self.expiration_ts
+        if self.state is TaskState.RUNNING:
+            times = [t for t in (self.reserved_until, self.dead_after_ts) if t is not None]
+            return min(times, default=None)
+        return None
+
+    @property
+    def order(self) -> tuple[int, float, str]:
+        """Claim order within the queues: priority, age, task ID."""
+        return (self.spec.priority, self.created_ts, self.task_id)
+
+    def is_current(self, bot_id: str, try_number: int) -> bool:
+        """The run is this bot's try `try_number`."""
+        return self.bot_id == bot_id and self.try_number == try_number
+
+    def finish(self, state: TaskState) -> None:
+        """Ends the task in `state`."""
+        self.state = state
+        self.reserved_until = None
+        self.dead_after_ts = None
+
+
+@dataclasses.dataclass
+class BotRecord:
+    """What the server stored about a bot."""
+
+    dimensions: dict[str, list[str]]
+    last_seen: float
+
+
+class Model:
+    """Predicts the scheduler's task states from the operations applied to it."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Expected] = {}
+        self.bots: dict[str, BotRecord] = {}
+
+    # Bots.
+
+    def saw_handshake(self, bot: SimBot, now: float) -> None:
+        """A handshake keeps the last polled dimensions (none yet: only forced ones)."""
+        old = self.bots.get(bot.bot_id)
+        dims = dict(old.dimensions) if old else {}
+        dims.update(GROUP_DIMENSIONS)
+        dims["id"] = [bot.bot_id]
+        self.bots[bot.bot_id] = BotRecord(dimensions=dims, last_seen=now)
+
+    def saw_poll(self, bot: SimBot, now: float) -> dict[str, list[str]]:
+        """A poll stores the reported dimensions with the forced ones on top."""
+        dims = {**bot.dimensions, **GROUP_DIMENSIONS, "id": [bot.bot_id]}
+        self.bots[bot.bot_id] = BotRecord(dimensions=dims, last_seen=now)
+        return dims
+
+    def has_capacity(self, requested: Sequence[tuple[str, str]], now: float) -> bool:
+        """A bot seen within the death timeout matches `requested`."""
+        return any(
+            b.last_seen >= now - BOT_DEATH_TIMEOUT_SECS and dims_match(b.dimensions, requested)
+            for b in self.bots.values()
+        )
+
+    # Tasks.
+
+    def first_runnable(self, task: Expected, start: int, now: float) -> int | None:
+        """The first slice from `start` that has not expired and may wait or has a bot."""
+        for index in range(start, len(task.spec.slices)):
+            s = task.spec.slices[index]
+            if task.deadline(index) > now and (
+                s.wait_for_capacity or self.has_capacity(s.pairs, now)
+            ):
+                return index
+        return None
+
+    def create(self, task_id: str, spec: TaskSpec, now: float) -> Expected:
+        """A new task waits on its first runnable slice, or is NO_RESOURCE."""
+        task = Expected(task_id=task_id, spec=spec, created_ts=now, state=TaskState.PENDING)
+        index = self.first_runnable(task, 0, now)
+        if index is None:
+            task.finish(TaskState.NO_RESOURCE)
+        else:
+            task.current_slice = index
+            task.expiration_ts = task.deadline(index)
+        self.tasks[task_id] = task
+        return task
+
+    def candidates(self, dims: Mapping[str, Sequence[str]], now: float) -> list[Expected]:
+        """Pending, unexpired tasks whose current slice a bot with `dims` can run."""
+        return [
+            t
+            for t in self.tasks.values()
+            if t.state is TaskState.PENDING
+            and t.expiration_ts > now
+            and dims_match(dims, t.spec.slices[t.current_slice].pairs)
+        ]
+
+    def reserve(self, task: Expected, bot_id: str, now: float) -> None:
+        """The task is handed to `bot_id` as a new, unconfirmed try."""
+        task.state = TaskState.RUNNING
+        task.try_number += 1
+        task.bot_id = bot_id
+        task.reserved_until = now + RESERVATION_TIMEOUT_SECS
+        task.dead_after_ts = None
+        task.claim_id = ""
+        task.killing = False
+        task.exit_code = task.duration = None
+
+    def _confirm(self, task: Expected, now: float, claim_id: str) -> None:
+        task.reserved_until = None
+        task.claim_id = claim_id
+        task.dead_after_ts = now + task.spec.bot_ping_tolerance_secs
+
+    def claim(
+        self, task: Expected, bot_id: str, try_number: int, claim_id: str, now: float
+    ) -> bool:
+        """Confirms the bot's reservation; True when the bot may run it.
+
+        A claim of a run cancelled before it started ends it CANCELED; a
+        repeated claim changes nothing and succeeds only with the same ID.
+        """
+        if task.state is TaskState.RUNNING and task.is_current(bot_id, try_number):
+            if task.killing and task.reserved_until is not None:
+                task.finish(TaskState.CANCELED)
+                return False
+            if task.reserved_until is not None or not task.claim_id:
+                self._confirm(task, now, claim_id)
+        return (
+            task.state is TaskState.RUNNING
+            and task.is_current(bot_id, try_number)
+            and task.claim_id == claim_id
+        )
+
+    def update(
+        self, task: Expected, bot_id: str, try_number: int, body: Mapping[str, Any], now: float
+    ) -> tuple[bool, bool]:
+        """Applies a task_update; returns the (ok, must_stop) the bot must get."""
+        done = Completion.of(body)
+        if not task.is_current(bot_id, try_number):
+            return False, True
+        if task.state is not TaskState.RUNNING:
+            same = (
+                done is not None
+                and (task.exit_code == done.exit_code or task.state is TaskState.CANCELED)
+                and (task.duration == done.duration or task.state is TaskState.CANCELED)
+            )
+            return (True, False) if same else (False, True)
+        if task.reserved_until is not None:
+            self._confirm(task, now, task.claim_id)
+        task.dead_after_ts = now + task.spec.bot_ping_tolerance_secs
+        if done is not None:
+            self._complete(task, done)
+            self._settle_restart(task, now)
+        return True, task.state is TaskState.RUNNING and task.killing
+
+    def _complete(self, task: Expected, done: Completion) -> None:
+        """PROTOCOL.md 1.8: the end state a completion leads to."""
+        if task.killing:
+            if done.canceled:
+                end: TaskState | None = TaskState.CANCELED
+            elif done.duration is not None:
+                end = TaskState.KILLED
+            else:
+                end = None
+        elif done.hard_timeout or done.io_timeout:
+            end = TaskState.TIMED_OUT
+        elif done.canceled:
+            end = TaskState.CANCELED
+        else:
+            end = TaskState.COMPLETED
+        if end is None:
+            return
+        task.finish(end)
+        task.exit_code, task.duration = done.exit_code, done.duration
+        if end is TaskState.TIMED_OUT and done.exit_code is None:
+            task.exit_code = -1
+        if end is TaskState.CANCELED:
+            task.exit_code = task.duration = None
+
+    def error(
+        self, task: Expected, bot_id: str, try_number: int, client_error: bool, now: float
+    ) -> None:
+        """A task_error ends the bot's current run; anything else is ignored."""
+        if task.state is not TaskState.RUNNING or not task.is_current(bot_id, try_number):
+            return
+        if task.killing:
+            task.finish(TaskState.KILLED)
+        else:
+            task.finish(TaskState.CLIENT_ERROR if client_error else TaskState.BOT_DIED)
+        self._settle_restart(task, now, slice_zero=KNOWN_BUG_TASK_ERROR_REQUEUES_WITH_SLICE_0)
+
+    def cancel(self, task: Expected, kill_running: bool) -> tuple[bool, bool]:
+        """Returns (changed, running) as TaskService.cancel must."""
+        if task.state is TaskState.PENDING:
+            task.finish(TaskState.CANCELED)
+            return True, False
+        running = task.state is TaskState.RUNNING
+        if running and kill_running and not task.killing:
+            task.killing = task.kill_requested = True
+            return True, True
+        return False, running
+
+    def restart(self, task: Expected) -> bool | None:
+        """Stops the run to queue the task again; None when the task has ended.
+
+        An unconfirmed reservation is released at once; a confirmed run is
+        asked to stop and its end queues the task (`_settle_restart`).
+        """
+        if not task.state.is_active:
+            return None
+        if task.state is not TaskState.RUNNING or task.restarting:
+            return False
+        task.kill_requested = False
+        if task.reserved_until is not None:
+            self._release(task)
+        else:
+            task.killing = task.restarting = True
+        return True
+
+    def _settle_restart(self, task: Expected, now: float, slice_zero: bool = False) -> None:
+        """A restarted run that ended queues the task again with a fresh expiration."""
+        if not task.restarting or task.state.is_active:
+            return
+        task.state = TaskState.PENDING
+        task.bot_id = ""
+        task.killing = task.restarting = False
+        index = 0 if slice_zero else task.current_slice
+        task.expiration_ts = now + task.spec.slices[index].expiration_secs
+        task.requeued = True
+
+    def _release(self, task: Expected) -> None:
+        task.state = TaskState.PENDING
+        task.try_number -= 1
+        task.bot_id = ""
+        task.reserved_until = task.dead_after_ts = None
+
+    def sweep(self, now: float) -> list[tuple[Expected, str]]:
+        """Everything due by `now` moves on; returns (task, what happened) per change."""
+        changes: list[tuple[Expected, str]] = []
+        while True:
+            due = [t for t in self.tasks.values() if t.due is not None and t.due <= now]
+            if not due:
+                return changes
+            changes += [(t, self._sweep_one(t, now)) for t in due]
+            if KNOWN_BUG_SWEEP_IS_ONE_PASS:
+                return changes
+
+    def _sweep_one(self, task: Expected, now: float) -> str:
+        if task.state is TaskState.PENDING:
+            if KNOWN_BUG_FALLBACK_SEARCHES_FROM_SLICE_0:
+                index = self.first_runnable(task, 0, now)
+                if index is not None and index <= task.current_slice:
+                    index = None
+            else:
+                index = self.first_runnable(task, task.current_slice + 1, now)
+            if index is None:
+                task.finish(TaskState.EXPIRED)
+                return "expired"
+            task.current_slice = index
+            task.expiration_ts = task.deadline(index)
+            return "next_slice"
+        if task.reserved_until is not None and task.reserved_until <= now:
+            if task.killing and not KNOWN_BUG_RELEASE_FORGETS_KILL:
+                task.finish(TaskState.CANCELED)
+                return "canceled"
+            task.kill_lost = task.killing
+            self._release(task)
+            return "released"
+        if task.killing:
+            task.finish(TaskState.KILLED)
+            task.exit_code = -1
+            self._settle_restart(task, now)
+            return "requeued" if task.state.is_active else "killed"
+        if task.try_number <= task.spec.max_retries:
+            task.state = TaskState.PENDING
+            task.bot_id = ""
+            task.dead_after_ts = None
+            task.expiration_ts = now + task.spec.slices[task.current_slice].expiration_secs
+            task.requeued = True
+            return "retried"
+        task.finish(TaskState.BOT_DIED)
+        return "bot_died"
