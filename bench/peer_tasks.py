@@ -1,0 +1,110 @@
+"""The no-op tasks the peers benchmark runs on Celery, RQ or Dramatiq.
+
+Imported by the peers' worker processes and by bench/peer_runner.py, both in
+bench/.venv-peers (never in the project venv). `BENCH_PEER` names the peer
+and `BENCH_REDIS_URL` the Redis they use. Two tasks:
+
+- `noop(total)`: counts itself done in Redis (INCR), and records the
+  CLOCK_MONOTONIC time of the first and of the `total`-th completion, so a
+  drain is timed from its first task to its last inside the worker.
+- `stamp(sent)`: records `monotonic() - sent` as soon as it starts, `sent`
+  being the producer's CLOCK_MONOTONIC time just before it enqueued: the
+  submit-to-start latency, on one system-wide clock.
+
+Each does one Redis round trip more than a bare no-op; Drover's bots
+complete a task with one HTTP call, so both sides pay for saying "done".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis  # type: ignore[import-not-found]  # only in bench/.venv-peers
+
+PEER = os.environ.get("BENCH_PEER", "")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+QUEUE = "bench"
+DONE_KEY = "bench:done"
+FIRST_KEY = "bench:t_first"
+LAST_KEY = "bench:t_last"
+LATENCY_KEY = "bench:latency"
+
+_client: Any = None
+
+
+def client() -> Any:
+    """This process's Redis client (thread-safe: it pools connections)."""
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(REDIS_URL)
+    return _client
+
+
+def record_done(total: int) -> None:
+    """Counts one completed no-op; times the first and the last."""
+    r = client()
+    done = r.incr(DONE_KEY)
+    if done == 1:
+        r.set(FIRST_KEY, repr(time.monotonic()))
+    if done == total:
+        r.set(LAST_KEY, repr(time.monotonic()))
+
+
+def record_start(sent: float) -> None:
+    """Records a task's submit-to-start latency in seconds."""
+    client().rpush(LATENCY_KEY, repr(time.monotonic() - sent))
+
+
+# RQ imports jobs by dotted path: plain functions are enough.
+
+
+def rq_noop(total: int) -> None:
+    """RQ's no-op."""
+    record_done(total)
+
+
+def rq_stamp(sent: float) -> None:
+    """RQ's latency probe."""
+    record_start(sent)
+
+
+if PEER == "celery":
+    from celery import Celery  # type: ignore[import-not-found]  # only in bench/.venv-peers
+
+    app = Celery("peer_tasks", broker=REDIS_URL)
+    app.conf.update(
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+
+    @app.task(name="bench.noop")  # type: ignore[untyped-decorator]
+    def celery_noop(total: int) -> None:
+        """Celery's no-op."""
+        record_done(total)
+
+    @app.task(name="bench.stamp")  # type: ignore[untyped-decorator]
+    def celery_stamp(sent: float) -> None:
+        """Celery's latency probe."""
+        record_start(sent)
+
+elif PEER == "dramatiq":
+    import dramatiq  # type: ignore[import-not-found]  # only in bench/.venv-peers
+    from dramatiq.brokers.redis import RedisBroker  # type: ignore[import-not-found]
+
+    dramatiq.set_broker(RedisBroker(url=REDIS_URL))
+
+    @dramatiq.actor(queue_name=QUEUE, max_retries=0)  # type: ignore[untyped-decorator]
+    def dramatiq_noop(total: int) -> None:
+        """Dramatiq's no-op."""
+        record_done(total)
+
+    @dramatiq.actor(queue_name=QUEUE, max_retries=0)  # type: ignore[untyped-decorator]
+    def dramatiq_stamp(sent: float) -> None:
+        """Dramatiq's latency probe."""
+        record_start(sent)

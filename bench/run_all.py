@@ -1,0 +1,84 @@
+"""Runs every Drover benchmark in turn and prints one JSON document with all reports.
+
+Small sizes by default (a smoke run of a few minutes); `--full` passes
+`--full` to each script for the sizes of the issue (much longer: a million
+pending tasks in B4, ten thousand bots in B3 and B5). Each script runs in
+its own process under a time cap; a script that fails is reported with its
+exit code and the end of its error output, and the others still run.
+
+    .venv/bin/python bench/run_all.py [--full] [--only b1 b2 ...] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import load_average, versions
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = {
+    "b1": "b1_throughput.py",
+    "b2": "b2_latency.py",
+    "b3": "b3_idle.py",
+    "b4": "b4_poll_depth.py",
+    "b5": "b5_memory.py",
+    "peers": "peers.py",
+}
+# Hard caps per script, in seconds: smoke and full.
+SMOKE_CAP = 600.0
+FULL_CAP = 3600.0
+
+
+def run_script(name: str, full: bool) -> dict[str, Any]:
+    """Runs one bench script; returns its JSON report or what went wrong."""
+    cap = FULL_CAP if full else SMOKE_CAP
+    command = [sys.executable, str(HERE / SCRIPTS[name]), "--max-secs", str(cap)]
+    if full:
+        command.append("--full")
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=cap + 60)
+    except subprocess.TimeoutExpired:
+        return {"error": f"killed after {cap + 60} s"}
+    secs = round(time.perf_counter() - start, 1)
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}", "stderr": proc.stderr[-3000:], "secs": secs}
+    report: dict[str, Any] = json.loads(proc.stdout)
+    report["wall_secs"] = secs
+    return report
+
+
+def main() -> None:
+    """Parses the command line, runs the chosen scripts, prints the combined report."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--full", action="store_true", help="the issue's sizes")
+    parser.add_argument("--only", nargs="*", choices=sorted(SCRIPTS), help="run only these")
+    parser.add_argument("--out", type=Path, help="also write the report to this file")
+    args = parser.parse_args()
+    load0 = load_average()
+    runs = {}
+    for name in args.only or list(SCRIPTS):
+        print(f"running {SCRIPTS[name]} ...", file=sys.stderr, flush=True)
+        runs[name] = run_script(name, args.full)
+    doc = {
+        "benchmark": "all",
+        "full": args.full,
+        "versions": versions(),
+        "load_1m_before": load0,
+        "load_1m_after": load_average(),
+        "runs": runs,
+    }
+    text = json.dumps(doc, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
