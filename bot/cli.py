@@ -29,6 +29,7 @@ MODULES = (
     "context",
     "dims",
     "hooks",
+    "local_auth",
     "main",
     "manifest",
     "remote",

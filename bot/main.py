@@ -73,6 +73,8 @@ class Bot:
         self.ctx = ctx
         self.updater = update.Updater(ctx, lock)
         self._interruptible = False
+        # Why the server keeps the bot idle (quarantine, maintenance), logged once per change.
+        self._idle_reason = ""
 
     def on_signal(self, signum: int, frame: object) -> None:
         """SIGTERM/SIGINT: finish the current step, then shut down."""
@@ -198,6 +200,11 @@ class Bot:
             duration = answer.get("duration")
             if isinstance(duration, bool) or not isinstance(duration, (int, float)):
                 raise ValueError(f"sleep duration must be a number, not {duration!r}")
+            reason = str(answer.get("message") or "")
+            if reason != self._idle_reason:
+                self._idle_reason = reason
+                if reason:
+                    log.warning("the server gives this bot no task: %s", reason)
             ctx.sleep_streak += 1
             self.updater.refresh_lkgbc()
             ctx.wait(float(duration))

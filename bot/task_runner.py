@@ -10,12 +10,19 @@ kills whatever the task left behind, reports the completion, and writes
 `--out` for the bot. An internal failure is written there as
 `internal_failure`: the bot turns it into a task_error. If the bot itself
 dies meanwhile, the runner stops the task and sends the task_error itself.
+Structured results the task appends to $DROVER_RESULTS_FILE (`results.py`)
+ride on the output's task_updates, all of them before the completion.
 
 Every task_update answer carries `paused` (our server only; absent means
 false): the supervisor pauses or resumes the group to match. While paused
 the heartbeat is faster, since the next answer is what resumes the task.
 The reported `duration` is wall time, paused time included; the total paused
 time goes to `paused_file` so the bot's last-resort timeout can allow for it.
+
+A task whose manifest names a service account gets tokens from a local auth
+server that lives in this process for exactly the task's life
+(`local_auth.py`, described to the task by `LUCI_CONTEXT`); every token it
+hands out, and its secret, are masked in the task's output.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from bot import manifest
+from bot import local_auth, manifest, results
 from bot.remote import Remote, RemoteError
 from bot.stream import OutputStream, chunk_ready
 from bot.supervisor import Supervisor, become_subreaper, end_group, kill_group
@@ -60,6 +67,7 @@ FINAL_ATTEMPTS = 3
 # How long the SIGKILLed remains of a task may take to disappear.
 GROUP_END_TIMEOUT = 2.0
 AUTH_RECHECK = 15.0
+CONTEXT_FILE = "luci_context.json"
 
 
 class ReportError(Exception):
@@ -110,6 +118,10 @@ class TaskRun:
             session=params.get("session"),
         )
         self.stream = OutputStream(clock)
+        # Structured results the task writes; sent with the output (bot/results.py).
+        self.results = results.ResultsFile(os.path.join(str(params["work_dir"]), results.FILE_NAME))
+        # Set once the command has exited: the results file is complete then.
+        self.exited = False
         self.supervisor: Optional[Supervisor] = None
         self.stop_reason: Optional[str] = None
         # What the last task_update answer asked for.
@@ -144,6 +156,9 @@ class TaskRun:
         if data:
             body["output"] = base64.b64encode(data).decode("ascii")
             body["output_chunk_start"] = offset
+        batch = self.results.peek(final=self.exited) if with_output else None
+        if batch is not None:
+            body["results_offset"], body["results"] = batch
         try:
             answer = self.remote.post_json(f"task_update/{self.task_id}", body)
         except RemoteError as e:
@@ -154,6 +169,8 @@ class TaskRun:
             return None
         if data:
             self.stream.ack(offset, len(data))
+        if batch is not None:
+            self.results.ack()
         self.last_ack = self.clock()
         if answer.get("must_stop"):
             self.request_stop(f"server: {answer.get('stop_reason') or 'must_stop'}")
@@ -185,6 +202,7 @@ class TaskRun:
                 "SWARMING_HEADLESS": "1",
                 "SWARMING_SERVER": str(self.params["server"]),
                 "SWARMING_TASK_ID": self.task_id,
+                results.ENV_VAR: self.results.path,
             },
         )
         first = self.send({"cost_usd": 0}, with_output=False)
@@ -197,9 +215,13 @@ class TaskRun:
             return self.result
         _fresh_dir(run_dir)
         os.makedirs(spec.cwd, exist_ok=True)
+        auth: Optional[local_auth.LocalAuthServer] = None
         try:
+            auth = self._start_local_auth(env)
             self._execute(spec, env)
         finally:
+            if auth is not None:
+                auth.stop()
             if self.supervisor is not None:
                 # Nothing the task started may outlive it.
                 kill_group(self.supervisor.pgid, signal.SIGKILL)
@@ -209,6 +231,21 @@ class TaskRun:
                 self.reader.join(DRAIN_AFTER_EXIT)
             shutil.rmtree(run_dir, ignore_errors=True)
         return self.result
+
+    def _start_local_auth(self, env: Dict[str, str]) -> Optional[local_auth.LocalAuthServer]:
+        """Starts the task's token server if it has an account; sets LUCI_CONTEXT in `env`."""
+        path = os.path.join(str(self.params["work_dir"]), CONTEXT_FILE)
+        auth = local_auth.start_for_task(
+            self.remote,
+            self.manifest,
+            bot_id=self.bot_id,
+            server=str(self.params["server"]),
+            context_path=path,
+            on_token=lambda token: self.stream.add_secret(token.encode("utf-8")),
+        )
+        if auth is not None:
+            env[local_auth.CONTEXT_ENV] = path
+        return auth
 
     def _execute(self, spec: manifest.TaskSpec, env: Dict[str, str]) -> None:
         start = self.clock()
@@ -255,8 +292,15 @@ class TaskRun:
             self.stream.wait(CHUNK_SIZE, 0.1)
             now = self.clock()
             heartbeat = PAUSED_HEARTBEAT if self.paused or sup.is_paused else HEARTBEAT
-            if sup.exited_at is None and chunk_ready(
-                self.stream.pending(), now, last_send, CHUNK_SIZE, OUTPUT_INTERVAL, heartbeat
+            has_results = (
+                now - last_send >= OUTPUT_INTERVAL
+                and self.results.peek(final=self.exited) is not None
+            )
+            if sup.exited_at is None and (
+                has_results
+                or chunk_ready(
+                    self.stream.pending(), now, last_send, CHUNK_SIZE, OUTPUT_INTERVAL, heartbeat
+                )
             ):
                 self.send({}, with_output=True)
                 last_send = self.clock()
@@ -277,6 +321,7 @@ class TaskRun:
         if not end_group(sup.pgid, GROUP_END_TIMEOUT):
             log.warning("process group %d is not gone after SIGKILL", sup.pgid)
         self.stream.wait_eof(DRAIN_AFTER_EXIT)
+        self.exited = True
         if self.orphaned:
             self._report(None)
             self.remote.task_error(self.task_id, "The bot process died during the task")
@@ -304,15 +349,19 @@ class TaskRun:
             self.result["internal_failure"] = "Failed to report the task's completion to the server"
 
     def _report(self, completion: Optional[Dict[str, Any]]) -> bool:
-        """Sends all buffered output; `completion` rides on the last chunk if given.
+        """Sends all buffered output and results; `completion` rides on the last chunk.
 
-        Gives up after FINAL_ATTEMPTS failures in a row (each one already
-        retried by the HTTP client); the unsent output is then lost.
+        The completion goes only once every result is sent: the server takes
+        no results for a task that has ended. Gives up after FINAL_ATTEMPTS
+        failures in a row (each one already retried by the HTTP client); the
+        unsent output is then lost.
         """
+        # Nothing more will come to complete a secret's first bytes.
+        self.stream.flush()
         failures = 0
         while failures < FINAL_ATTEMPTS:
             pending = self.stream.pending()
-            is_last = pending <= CHUNK_SIZE
+            is_last = pending <= CHUNK_SIZE and self.results.peek(final=self.exited) is None
             if is_last and completion is None and not pending:
                 return True
             fields = completion if is_last and completion is not None else {}

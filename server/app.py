@@ -15,38 +15,51 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from protos.api import bots_pb2, server_pb2, tasks_pb2
+from protos.api import auth_pb2, bots_pb2, server_pb2, tasks_pb2
 from server import __version__
 from server.api import grpc_server as grpc_api
-from server.api import servicers, transcoder
+from server.api import guard, servicers, transcoder
+from server.api.auth_servicer import AuthServicer
 from server.appkeys import (
+    BOOTSTRAP_SERVICE,
     BOT_SERVICE,
     BOTCODE,
     CONFIG,
     GRPC,
+    ID_TOKENS,
     RUN_SERVICE,
     STORE,
     SWEEPER,
     TASK_SERVICE,
+    TOKEN_SERVICE,
 )
-from server.auth.session import SessionKeys
+from server.auth import minting, session_keystore
+from server.auth.access import Access
+from server.auth.access_verifier import AccessTokenVerifier
+from server.auth.authenticator import Authenticator, Verifier
+from server.auth.exposure import warn_if_exposed
+from server.auth.tokens import ApiTokenService, ApiTokenVerifier
 from server.botapi import handlers as bot_handlers
+from server.botapi import token_handlers
+from server.botapi.bootstrap import BootstrapService
 from server.botapi.context import BotApiContext
 from server.botapi.runs import RunService
 from server.botapi.service import BotService
+from server.botapi.tokens import TokenService
 from server.botcode import BotCode
 from server.clock import Clock, SystemClock
 from server.config.live import LiveConfig
 from server.config.model import ConfigSnapshot
 from server.middleware import errors
+from server.replicas import DATASTORE_RECHECK_SECS, SQLITE_RECHECK_SECS, ReplicaSync
 from server.scheduler.fleet import FleetService
 from server.scheduler.pending import PendingService
 from server.scheduler.queues import QueueIndex
 from server.scheduler.sweeper import Sweeper
 from server.scheduler.tasks import TaskService
 from server.scheduler.waiters import NEW_QUEUE, PollWaiters
+from server.store.backends import StoreOptions, open_store
 from server.store.base import Store
-from server.store.sqlite import SqliteStore
 
 log = logging.getLogger("drover.app")
 
@@ -72,6 +85,20 @@ class ServerOptions:
     # The client API over gRPC listens here (port 0 picks a free one); None: off.
     grpc_host: str = "127.0.0.1"
     grpc_port: int | None = None
+    # Where the HTTP server listens, for the warning about anonymous writes.
+    listen_host: str = "127.0.0.1"
+    # Which Store holds the state (the state directory's SQLite file by default).
+    store: StoreOptions = dataclasses.field(default_factory=StoreOptions)
+    # How often the Store is re-checked for what other replicas changed
+    # (server/replicas.py); None: the store's default, 0 disables.
+    recheck_secs: float | None = None
+
+    @property
+    def effective_recheck_secs(self) -> float:
+        """recheck_secs, or the default of the chosen store."""
+        if self.recheck_secs is not None:
+            return self.recheck_secs
+        return DATASTORE_RECHECK_SECS if self.store.is_shared else SQLITE_RECHECK_SECS
 
 
 async def create_app(
@@ -86,15 +113,19 @@ async def create_app(
     options.state_dir.mkdir(parents=True, exist_ok=True)
     config = config or LiveConfig(options.config_dir, clock=clock)
     own_store = store is None
-    store = store or await SqliteStore.open(options.state_dir / "drover.sqlite3", clock=clock)
-    keys = SessionKeys.load_or_create(options.state_dir)
+    store = store or await open_store(options.store, options.state_dir, clock)
+    keys = await session_keystore.load_or_create(store, clock, options.state_dir)
     server_url = config.current.settings.server_url or options.server_url
     botcode = BotCode(config.current, server_url=server_url, bot_dir=options.bot_dir)
 
+    hosts = [options.listen_host, *([options.grpc_host] if options.grpc_port is not None else [])]
+
     def on_config(snapshot: ConfigSnapshot) -> None:
         botcode.update(snapshot)
+        warn_if_exposed(hosts, snapshot.settings.anonymous_role)
 
     config.subscribe(on_config)
+    warn_if_exposed(hosts, config.current.settings.anonymous_role)
     waiters = PollWaiters()
     queues = QueueIndex(store, on_new=lambda _: waiters.notify(NEW_QUEUE))
     await queues.refresh()
@@ -123,6 +154,11 @@ async def create_app(
     app[TASK_SERVICE] = tasks
     app[STORE] = store
     app.add_routes(bot_handlers.routes())
+    minted = minting.minters(store, clock, server_url)
+    app[TOKEN_SERVICE] = TokenService(ctx, minted.access, minted.id_tokens)
+    app[BOOTSTRAP_SERVICE] = BootstrapService(ctx, minted.bootstrap)
+    app[ID_TOKENS] = minted.id_tokens
+    app.add_routes(token_handlers.routes())
     api = [
         (
             tasks_pb2.DESCRIPTOR.services_by_name["Tasks"],
@@ -133,14 +169,26 @@ async def create_app(
             server_pb2.DESCRIPTOR.services_by_name["Server"],
             servicers.ServerServicer(config, botcode, SERVER_VERSION),
         ),
+        (auth_pb2.DESCRIPTOR.services_by_name["Auth"], AuthServicer(ApiTokenService(store, clock))),
     ]
+    # Bearer tokens of the client API, each kind recognized by its verifier
+    # (server/auth/authenticator.py); bots keep their own auth (bots.cfg).
+    verifiers: list[Verifier] = [
+        ApiTokenVerifier(store, clock),
+        AccessTokenVerifier(minted.access, store, config),
+    ]
+    authenticator = Authenticator(verifiers, lambda: config.current.settings.anonymous_role)
+    access = Access(authenticator, config, tasks.get_request)
+    api = [(service, guard.guarded(service, servicer, access)) for service, servicer in api]
     for service, servicer in api:
         app.add_routes(transcoder.routes(service, servicer))
     endpoint = grpc_api.GrpcEndpoint()
     app[GRPC] = endpoint
 
-    sweeper = Sweeper(store, clock, tasks, queues, notifier)
+    sweeper = Sweeper(store, clock, tasks, notifier)
     app[SWEEPER] = sweeper
+
+    replicas = ReplicaSync(store, clock, queues, waiters, keys)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         loops = []
@@ -148,6 +196,8 @@ async def create_app(
             loops.append(asyncio.create_task(config.watch(options.config_poll_secs)))
         if options.sweep_secs > 0:
             loops.append(asyncio.create_task(sweeper.run(options.sweep_secs)))
+        if options.effective_recheck_secs > 0:
+            loops.append(asyncio.create_task(replicas.run(options.effective_recheck_secs)))
         with contextlib.suppress(NotImplementedError, RuntimeError):
             config.install_sighup(asyncio.get_running_loop())
         grpc_server = None

@@ -68,8 +68,9 @@ def normalize_pairs(pairs: Iterable[tuple[str, str]]) -> DimensionPairs:
     for _, value in result:
         combinations *= value.count("|") + 1
     if combinations > MAX_OR_COMBINATIONS:
+        ors = ", ".join(f"{k!r} ({v.count('|') + 1} alternatives)" for k, v in result if "|" in v)
         raise InvalidRequest(
-            f"dimensions expand to {combinations} combinations, at most "
+            f"dimensions {ors} expand to {combinations} combinations, at most "
             f"{MAX_OR_COMBINATIONS} are allowed"
         )
     return result

@@ -40,7 +40,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if e.status >= 500:
             log.exception("error serving %s", request.path)
         body = error_body(request.path, e.status, e.grpc_code, str(e))
-        return web.json_response(body, status=e.status)
+        headers = None
+        if e.status == 401 and request.path.startswith("/api/"):
+            # RFC 6750: a 401 of the client API names the scheme it wants.
+            headers = {"WWW-Authenticate": 'Bearer realm="drover"'}
+        return web.json_response(body, status=e.status, headers=headers)
     except web.HTTPException as e:
         if e.status in (404, 405, 413) and _is_api(request.path):
             code = {404: "NOT_FOUND", 405: "UNIMPLEMENTED", 413: "INVALID_ARGUMENT"}[e.status]

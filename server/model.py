@@ -217,6 +217,26 @@ class Queue:
 
 
 @dataclasses.dataclass(frozen=True)
+class SigningKey:
+    """A key that signs one kind of minted token (server/auth/keyring.py).
+
+    Keys of a `purpose` take turns: each signs from `active_ts` until
+    `retire_ts`, and is published (JWKS) from its creation, a little before it
+    signs, until `expires_ts`, when the last token it signed has expired.
+    `material` is the secret: a PKCS#8 PEM private key or an HMAC key.
+    """
+
+    purpose: str
+    key_id: str
+    algorithm: str
+    material: bytes = dataclasses.field(repr=False)
+    created_ts: float
+    active_ts: float
+    retire_ts: float
+    expires_ts: float
+
+
+@dataclasses.dataclass(frozen=True)
 class UnitResult:
     """One test's outcome, in Harbormaster's shape."""
 
@@ -270,6 +290,26 @@ def merge_reports(reports: Iterable[TaskReport]) -> TaskReport:
         merged.lint.extend(report.lint)
         merged.work.extend(report.work)
     return merged
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiToken:
+    """An API token as stored (server/auth/tokens.py): its digest, never its secret.
+
+    A caller presenting the token acts as "user:<name>" with `role` (admin,
+    scheduler or viewer) until `expires_ts` (None: never) or until it is
+    revoked (`revoked_ts` set).
+    """
+
+    token_id: str
+    name: str
+    role: str
+    # Hex SHA-256 of the whole token text.
+    sha256: str = dataclasses.field(repr=False)
+    created_ts: float
+    created_by: str = ""
+    expires_ts: float | None = None
+    revoked_ts: float | None = None
 
 
 T = TypeVar("T")

@@ -14,6 +14,11 @@ from server.app import ServerOptions, create_app
 from server.clock import FakeClock
 from server.config.live import LiveConfig
 
+# The one Datastore emulator of a test session, for every test that needs it.
+from tests.store.datastore_emulator import datastore_emulator
+
+__all__ = ["datastore_emulator"]
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 ServerFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
@@ -31,8 +36,9 @@ def config_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     """A private copy of the quickstart configs."""
     target = tmp_path / "configs"
     shutil.copytree(ROOT / "configs", target, ignore=shutil.ignore_patterns("examples"))
-    # Polls answer at once unless a test turns long polling on.
-    (target / "settings.cfg").write_text("long_poll_secs: 0\n")
+    # Polls answer at once unless a test turns long polling on. Callers need no
+    # token (tests/api/test_auth.py and its kin write their own settings).
+    (target / "settings.cfg").write_text('long_poll_secs: 0\nanonymous_role: "admin"\n')
     return target
 
 
@@ -46,10 +52,15 @@ def clock() -> FakeClock:
 async def make_server(
     tmp_path: pathlib.Path, config_dir: pathlib.Path, clock: FakeClock
 ) -> AsyncIterator[ServerFactory]:
-    """Starts Drover servers on loopback; each is closed at teardown."""
+    """Starts Drover servers on loopback; each is closed at teardown.
+
+    Servers started by one test share the state directory, so several of
+    them are replicas on one SQLite file. Their re-check of the Store
+    (server/replicas.py) is off unless a test sets `recheck_secs`.
+    """
     clients: list[TestClient] = []  # type: ignore[type-arg]
 
-    async def start(grpc: bool = False, **kwargs: object) -> TestClient:  # type: ignore[type-arg]
+    async def start(grpc: bool = False, recheck_secs: float = 0, **kwargs: object) -> TestClient:  # type: ignore[type-arg]
         config = LiveConfig(config_dir, clock=clock)
         options = ServerOptions(
             state_dir=tmp_path / "state",
@@ -58,6 +69,7 @@ async def make_server(
             config_poll_secs=0,
             sweep_secs=0,
             grpc_port=0 if grpc else None,
+            recheck_secs=recheck_secs,
         )
         app = await create_app(options, clock=clock, config=config, **kwargs)  # type: ignore[arg-type]
         client = TestClient(TestServer(app, host="127.0.0.1"))

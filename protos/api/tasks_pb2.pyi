@@ -251,6 +251,7 @@ class TaskRequestResponse(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     CREATED_TS_FIELD_NUMBER: _builtins.int
     EXPIRATION_SECS_FIELD_NUMBER: _builtins.int
+    AUTHENTICATED_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     name: _builtins.str
     priority: _builtins.int
@@ -261,6 +262,10 @@ class TaskRequestResponse(_message.Message):
     request_uuid: _builtins.str
     max_retries: _builtins.int
     expiration_secs: _builtins.int
+    authenticated: _builtins.str
+    """Who created the task: "user:<name>" of its API token, "anonymous", or
+    the identity of another kind of token (a task's service account).
+    """
     @_builtins.property
     def task_slices(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskSlice]: ...
     @_builtins.property
@@ -283,10 +288,11 @@ class TaskRequestResponse(_message.Message):
         max_retries: _builtins.int = ...,
         created_ts: _timestamp_pb2.Timestamp | None = ...,
         expiration_secs: _builtins.int = ...,
+        authenticated: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_ts", b"created_ts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot_ping_tolerance_secs", b"bot_ping_tolerance_secs", "created_ts", b"created_ts", "expiration_secs", b"expiration_secs", "max_retries", b"max_retries", "name", b"name", "parent_task_id", b"parent_task_id", "priority", b"priority", "request_uuid", b"request_uuid", "service_account", b"service_account", "tags", b"tags", "task_id", b"task_id", "task_slices", b"task_slices", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authenticated", b"authenticated", "bot_ping_tolerance_secs", b"bot_ping_tolerance_secs", "created_ts", b"created_ts", "expiration_secs", b"expiration_secs", "max_retries", b"max_retries", "name", b"name", "parent_task_id", b"parent_task_id", "priority", b"priority", "request_uuid", b"request_uuid", "service_account", b"service_account", "tags", b"tags", "task_id", b"task_id", "task_slices", b"task_slices", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -858,25 +864,95 @@ class BatchCancelRequest(_message.Message):
 Global___BatchCancelRequest: _TypeAlias = BatchCancelRequest  # noqa: Y015
 
 @_typing.final
+class BatchRequest(_message.Message):
+    """A batch pause, resume, restart or retry of the tasks a tag selector matches."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAGS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """List what would change without changing it."""
+    limit: _builtins.int
+    """At most this many tasks (1-1000, default 1000)."""
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every listed tag must be on the task. Required."""
+
+    def __init__(
+        self,
+        *,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        dry_run: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "limit", b"limit", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRequest: _TypeAlias = BatchRequest  # noqa: Y015
+
+@_typing.final
+class BatchReprioritizeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAGS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    priority: _builtins.int
+    """The new priority (0-255) of the pending tasks."""
+    dry_run: _builtins.bool
+    limit: _builtins.int
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every listed tag must be on the task. Required."""
+
+    def __init__(
+        self,
+        *,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        priority: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "limit", b"limit", "priority", b"priority", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchReprioritizeRequest: _TypeAlias = BatchReprioritizeRequest  # noqa: Y015
+
+@_typing.final
 class BatchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_IDS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    NEW_TASK_IDS_FIELD_NUMBER: _builtins.int
     dry_run: _builtins.bool
     @_builtins.property
     def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The tasks changed (or, with dry_run, that would be)."""
+        """The tasks changed (or, with dry_run, that would be), newest first."""
+
+    @_builtins.property
+    def new_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """RetryTasks only: the new task of each of task_ids, in the same order."""
 
     def __init__(
         self,
         *,
         task_ids: _abc.Iterable[_builtins.str] | None = ...,
         dry_run: _builtins.bool = ...,
+        new_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "task_ids", b"task_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "new_task_ids", b"new_task_ids", "task_ids", b"task_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -135,6 +135,31 @@ class TasksStub:
                 request_serializer=protos_dot_api_dot_tasks__pb2.BatchCancelRequest.SerializeToString,
                 response_deserializer=protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
                 _registered_method=True)
+        self.PauseTasks = channel.unary_unary(
+                '/drover.api.v1.Tasks/PauseTasks',
+                request_serializer=protos_dot_api_dot_tasks__pb2.BatchRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+                _registered_method=True)
+        self.ResumeTasks = channel.unary_unary(
+                '/drover.api.v1.Tasks/ResumeTasks',
+                request_serializer=protos_dot_api_dot_tasks__pb2.BatchRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+                _registered_method=True)
+        self.RestartTasks = channel.unary_unary(
+                '/drover.api.v1.Tasks/RestartTasks',
+                request_serializer=protos_dot_api_dot_tasks__pb2.BatchRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+                _registered_method=True)
+        self.RetryTasks = channel.unary_unary(
+                '/drover.api.v1.Tasks/RetryTasks',
+                request_serializer=protos_dot_api_dot_tasks__pb2.BatchRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+                _registered_method=True)
+        self.ReprioritizeTasks = channel.unary_unary(
+                '/drover.api.v1.Tasks/ReprioritizeTasks',
+                request_serializer=protos_dot_api_dot_tasks__pb2.BatchReprioritizeRequest.SerializeToString,
+                response_deserializer=protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+                _registered_method=True)
 
 
 class TasksServicer:
@@ -273,6 +298,42 @@ class TasksServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseTasks(self, request, context):
+        """Pauses the active tasks with every listed tag that are not paused yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTasks(self, request, context):
+        """Resumes the paused tasks with every listed tag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestartTasks(self, request, context):
+        """Restarts the running tasks with every listed tag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryTasks(self, request, context):
+        """Reruns the finished tasks with every listed tag that did not succeed and
+        were not rerun yet (so running it twice does not rerun anything twice).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReprioritizeTasks(self, request, context):
+        """Changes the priority of the pending tasks with every listed tag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TasksServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -374,6 +435,31 @@ def add_TasksServicer_to_server(servicer, server):
             'CancelTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTasks,
                     request_deserializer=protos_dot_api_dot_tasks__pb2.BatchCancelRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.BatchResponse.SerializeToString,
+            ),
+            'PauseTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseTasks,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.BatchRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.BatchResponse.SerializeToString,
+            ),
+            'ResumeTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTasks,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.BatchRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.BatchResponse.SerializeToString,
+            ),
+            'RestartTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestartTasks,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.BatchRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.BatchResponse.SerializeToString,
+            ),
+            'RetryTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTasks,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.BatchRequest.FromString,
+                    response_serializer=protos_dot_api_dot_tasks__pb2.BatchResponse.SerializeToString,
+            ),
+            'ReprioritizeTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReprioritizeTasks,
+                    request_deserializer=protos_dot_api_dot_tasks__pb2.BatchReprioritizeRequest.FromString,
                     response_serializer=protos_dot_api_dot_tasks__pb2.BatchResponse.SerializeToString,
             ),
     }
@@ -916,6 +1002,141 @@ class Tasks:
             target,
             '/drover.api.v1.Tasks/CancelTasks',
             protos_dot_api_dot_tasks__pb2.BatchCancelRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/PauseTasks',
+            protos_dot_api_dot_tasks__pb2.BatchRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/ResumeTasks',
+            protos_dot_api_dot_tasks__pb2.BatchRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestartTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/RestartTasks',
+            protos_dot_api_dot_tasks__pb2.BatchRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/RetryTasks',
+            protos_dot_api_dot_tasks__pb2.BatchRequest.SerializeToString,
+            protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReprioritizeTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/drover.api.v1.Tasks/ReprioritizeTasks',
+            protos_dot_api_dot_tasks__pb2.BatchReprioritizeRequest.SerializeToString,
             protos_dot_api_dot_tasks__pb2.BatchResponse.FromString,
             options,
             channel_credentials,

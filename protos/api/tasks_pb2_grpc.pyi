@@ -67,6 +67,18 @@ class TasksStub:
     """The results of every task a selector matches (at most 1000 tasks)."""
     CancelTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.BatchCancelRequest, _tasks_pb2.BatchResponse]
     """Cancels the active tasks with every listed tag."""
+    PauseTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.BatchRequest, _tasks_pb2.BatchResponse]
+    """Pauses the active tasks with every listed tag that are not paused yet."""
+    ResumeTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.BatchRequest, _tasks_pb2.BatchResponse]
+    """Resumes the paused tasks with every listed tag."""
+    RestartTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.BatchRequest, _tasks_pb2.BatchResponse]
+    """Restarts the running tasks with every listed tag."""
+    RetryTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.BatchRequest, _tasks_pb2.BatchResponse]
+    """Reruns the finished tasks with every listed tag that did not succeed and
+    were not rerun yet (so running it twice does not rerun anything twice).
+    """
+    ReprioritizeTasks: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.BatchReprioritizeRequest, _tasks_pb2.BatchResponse]
+    """Changes the priority of the pending tasks with every listed tag."""
 
 @_typing.type_check_only
 class TasksAsyncStub(TasksStub):
@@ -106,6 +118,18 @@ class TasksAsyncStub(TasksStub):
     """The results of every task a selector matches (at most 1000 tasks)."""
     CancelTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.BatchCancelRequest, _tasks_pb2.BatchResponse]  # type: ignore[assignment]
     """Cancels the active tasks with every listed tag."""
+    PauseTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.BatchRequest, _tasks_pb2.BatchResponse]  # type: ignore[assignment]
+    """Pauses the active tasks with every listed tag that are not paused yet."""
+    ResumeTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.BatchRequest, _tasks_pb2.BatchResponse]  # type: ignore[assignment]
+    """Resumes the paused tasks with every listed tag."""
+    RestartTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.BatchRequest, _tasks_pb2.BatchResponse]  # type: ignore[assignment]
+    """Restarts the running tasks with every listed tag."""
+    RetryTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.BatchRequest, _tasks_pb2.BatchResponse]  # type: ignore[assignment]
+    """Reruns the finished tasks with every listed tag that did not succeed and
+    were not rerun yet (so running it twice does not rerun anything twice).
+    """
+    ReprioritizeTasks: _aio.UnaryUnaryMultiCallable[_tasks_pb2.BatchReprioritizeRequest, _tasks_pb2.BatchResponse]  # type: ignore[assignment]
+    """Changes the priority of the pending tasks with every listed tag."""
 
 class TasksServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -262,5 +286,47 @@ class TasksServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.BatchResponse, _abc.Awaitable[_tasks_pb2.BatchResponse]]:
         """Cancels the active tasks with every listed tag."""
+
+    @_abc_1.abstractmethod
+    def PauseTasks(
+        self,
+        request: _tasks_pb2.BatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.BatchResponse, _abc.Awaitable[_tasks_pb2.BatchResponse]]:
+        """Pauses the active tasks with every listed tag that are not paused yet."""
+
+    @_abc_1.abstractmethod
+    def ResumeTasks(
+        self,
+        request: _tasks_pb2.BatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.BatchResponse, _abc.Awaitable[_tasks_pb2.BatchResponse]]:
+        """Resumes the paused tasks with every listed tag."""
+
+    @_abc_1.abstractmethod
+    def RestartTasks(
+        self,
+        request: _tasks_pb2.BatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.BatchResponse, _abc.Awaitable[_tasks_pb2.BatchResponse]]:
+        """Restarts the running tasks with every listed tag."""
+
+    @_abc_1.abstractmethod
+    def RetryTasks(
+        self,
+        request: _tasks_pb2.BatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.BatchResponse, _abc.Awaitable[_tasks_pb2.BatchResponse]]:
+        """Reruns the finished tasks with every listed tag that did not succeed and
+        were not rerun yet (so running it twice does not rerun anything twice).
+        """
+
+    @_abc_1.abstractmethod
+    def ReprioritizeTasks(
+        self,
+        request: _tasks_pb2.BatchReprioritizeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.BatchResponse, _abc.Awaitable[_tasks_pb2.BatchResponse]]:
+        """Changes the priority of the pending tasks with every listed tag."""
 
 def add_TasksServicer_to_server(servicer: TasksServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

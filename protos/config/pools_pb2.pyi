@@ -78,8 +78,10 @@ class Pool(_message.Message):
     def owners(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def schedulers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Who may create tasks in the pool (user names or "role:<role>").
-        Empty means any user allowed to schedule.
+        """Who may create and control tasks in the pool: a user name ("alice" or
+        "user:alice", the name of an API token), "role:<role>" (anyone holding
+        that role or a higher one), or "service_account:<email>" (tasks' access
+        tokens). Empty means anyone with the scheduler role; admins may always.
         """
 
     @_builtins.property

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprotos/config/settings.proto\x12\rdrover.config\"\x8d\x03\n\x0bSettingsCfg\x12\x1e\n\x16reusable_task_age_secs\x18\x01 \x01(\x03\x12\x1e\n\x16\x62ot_death_timeout_secs\x18\x02 \x01(\x03\x12,\n$force_bots_to_sleep_and_not_run_task\x18\x03 \x01(\x08\x12\x1a\n\x12max_bot_sleep_time\x18\x04 \x01(\x03\x12\x1b\n\x0elong_poll_secs\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12 \n\x18reservation_timeout_secs\x18\x06 \x01(\x03\x12\x1d\n\x15session_lifetime_secs\x18\x07 \x01(\x03\x12\x1f\n\x17\x62ot_ping_tolerance_secs\x18\x08 \x01(\x03\x12\x12\n\nserver_url\x18\t \x01(\t\x12\x34\n\x0e\x62ot_deployment\x18\n \x01(\x0b\x32\x1c.drover.config.BotDeployment\x12\x18\n\x10poll_replay_secs\x18\x0b \x01(\x03\x42\x11\n\x0f_long_poll_secs\"}\n\rBotDeployment\x12)\n\x06stable\x18\x01 \x01(\x0b\x32\x19.drover.config.BotArchive\x12)\n\x06\x63\x61nary\x18\x02 \x01(\x0b\x32\x19.drover.config.BotArchive\x12\x16\n\x0e\x63\x61nary_percent\x18\x03 \x01(\x05\"\"\n\nBotArchive\x12\x14\n\x0c\x61rchive_file\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprotos/config/settings.proto\x12\rdrover.config\"\xa5\x03\n\x0bSettingsCfg\x12\x1e\n\x16reusable_task_age_secs\x18\x01 \x01(\x03\x12\x1e\n\x16\x62ot_death_timeout_secs\x18\x02 \x01(\x03\x12,\n$force_bots_to_sleep_and_not_run_task\x18\x03 \x01(\x08\x12\x1a\n\x12max_bot_sleep_time\x18\x04 \x01(\x03\x12\x1b\n\x0elong_poll_secs\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12 \n\x18reservation_timeout_secs\x18\x06 \x01(\x03\x12\x1d\n\x15session_lifetime_secs\x18\x07 \x01(\x03\x12\x1f\n\x17\x62ot_ping_tolerance_secs\x18\x08 \x01(\x03\x12\x12\n\nserver_url\x18\t \x01(\t\x12\x34\n\x0e\x62ot_deployment\x18\n \x01(\x0b\x32\x1c.drover.config.BotDeployment\x12\x18\n\x10poll_replay_secs\x18\x0b \x01(\x03\x12\x16\n\x0e\x61nonymous_role\x18\x0c \x01(\tB\x11\n\x0f_long_poll_secs\"}\n\rBotDeployment\x12)\n\x06stable\x18\x01 \x01(\x0b\x32\x19.drover.config.BotArchive\x12)\n\x06\x63\x61nary\x18\x02 \x01(\x0b\x32\x19.drover.config.BotArchive\x12\x16\n\x0e\x63\x61nary_percent\x18\x03 \x01(\x05\"\"\n\nBotArchive\x12\x14\n\x0c\x61rchive_file\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.config.settings_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SETTINGSCFG']._serialized_start=48
-  _globals['_SETTINGSCFG']._serialized_end=445
-  _globals['_BOTDEPLOYMENT']._serialized_start=447
-  _globals['_BOTDEPLOYMENT']._serialized_end=572
-  _globals['_BOTARCHIVE']._serialized_start=574
-  _globals['_BOTARCHIVE']._serialized_end=608
+  _globals['_SETTINGSCFG']._serialized_end=469
+  _globals['_BOTDEPLOYMENT']._serialized_start=471
+  _globals['_BOTDEPLOYMENT']._serialized_end=596
+  _globals['_BOTARCHIVE']._serialized_start=598
+  _globals['_BOTARCHIVE']._serialized_end=632
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,7 @@ class SettingsCfg(_message.Message):
     SERVER_URL_FIELD_NUMBER: _builtins.int
     BOT_DEPLOYMENT_FIELD_NUMBER: _builtins.int
     POLL_REPLAY_SECS_FIELD_NUMBER: _builtins.int
+    ANONYMOUS_ROLE_FIELD_NUMBER: _builtins.int
     reusable_task_age_secs: _builtins.int
     """Dedup window for idempotent tasks. Default 7 days; at most 30 days."""
     bot_death_timeout_secs: _builtins.int
@@ -60,6 +61,13 @@ class SettingsCfg(_message.Message):
     """
     poll_replay_secs: _builtins.int
     """How long finished tasks' replay answers are kept. Default 600; 60..86400."""
+    anonymous_role: _builtins.str
+    """The role of client API callers without a token (DESIGN.md 8): "" (the
+    default: every call needs a token), "viewer" (anyone may read),
+    "scheduler" (anyone may also create and control tasks) or "admin"
+    (anyone may do anything). Beyond "viewer" this is for a server on
+    loopback only: the server warns loudly when it listens anywhere else.
+    """
     @_builtins.property
     def bot_deployment(self) -> Global___BotDeployment: ...
     def __init__(
@@ -76,10 +84,11 @@ class SettingsCfg(_message.Message):
         server_url: _builtins.str = ...,
         bot_deployment: Global___BotDeployment | None = ...,
         poll_replay_secs: _builtins.int = ...,
+        anonymous_role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_long_poll_secs", b"_long_poll_secs", "bot_deployment", b"bot_deployment", "long_poll_secs", b"long_poll_secs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_long_poll_secs", b"_long_poll_secs", "bot_death_timeout_secs", b"bot_death_timeout_secs", "bot_deployment", b"bot_deployment", "bot_ping_tolerance_secs", b"bot_ping_tolerance_secs", "force_bots_to_sleep_and_not_run_task", b"force_bots_to_sleep_and_not_run_task", "long_poll_secs", b"long_poll_secs", "max_bot_sleep_time", b"max_bot_sleep_time", "poll_replay_secs", b"poll_replay_secs", "reservation_timeout_secs", b"reservation_timeout_secs", "reusable_task_age_secs", b"reusable_task_age_secs", "server_url", b"server_url", "session_lifetime_secs", b"session_lifetime_secs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_long_poll_secs", b"_long_poll_secs", "anonymous_role", b"anonymous_role", "bot_death_timeout_secs", b"bot_death_timeout_secs", "bot_deployment", b"bot_deployment", "bot_ping_tolerance_secs", b"bot_ping_tolerance_secs", "force_bots_to_sleep_and_not_run_task", b"force_bots_to_sleep_and_not_run_task", "long_poll_secs", b"long_poll_secs", "max_bot_sleep_time", b"max_bot_sleep_time", "poll_replay_secs", b"poll_replay_secs", "reservation_timeout_secs", b"reservation_timeout_secs", "reusable_task_age_secs", b"reusable_task_age_secs", "server_url", b"server_url", "session_lifetime_secs", b"session_lifetime_secs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__long_poll_secs: _TypeAlias = _typing.Literal["long_poll_secs"]  # noqa: Y015
     _WhichOneofArgType__long_poll_secs: _TypeAlias = _typing.Literal["_long_poll_secs", b"_long_poll_secs"]  # noqa: Y015

@@ -173,6 +173,7 @@ def request_message(request: TaskRequest) -> tasks_pb2.TaskRequestResponse:
         max_retries=request.max_retries,
         created_ts=timestamp(request.created_ts),
         expiration_secs=sum(s.expiration_secs for s in request.slices),
+        authenticated=request.authenticated_as,
     )
     for s in request.slices:
         p = s.properties

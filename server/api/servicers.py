@@ -6,6 +6,7 @@ The same objects serve HTTP/JSON (server/api/transcoder.py) and gRPC.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -20,13 +21,16 @@ from server.botcode import BotCode
 from server.clock import Clock
 from server.errors import InvalidRequest
 from server.model import BotQuery, TaskQuery, TaskRequest, TaskResult, TaskState
+from server.scheduler.batch import MAX_BATCH, BatchService, Operation
 from server.scheduler.fleet import FleetService
 from server.scheduler.pending import PendingService
 from server.scheduler.tasks import ConfigSource, TaskService
 
 DEFAULT_PAGE = 100
-# One batch operation covers at most this many tasks (like Swarming's CancelTasks).
-MAX_BATCH = 1000
+# The requests of batch RPCs: each has tags, dry_run and limit.
+BatchRequest = (
+    tasks_pb2.BatchRequest | tasks_pb2.BatchCancelRequest | tasks_pb2.BatchReprioritizeRequest
+)
 
 
 class TasksServicer:
@@ -39,12 +43,14 @@ class TasksServicer:
         self._pending = pending
         self._config = config
         self._clock = clock
+        self._batch = BatchService(tasks, clock)
 
     async def NewTask(
         self, req: tasks_pb2.NewTaskRequest, ctx: CallContext
     ) -> tasks_pb2.TaskRequestMetadataResponse:
         tolerance = self._config.current.settings.bot_ping_tolerance_secs
         draft = convert.new_request(req, default_tolerance=tolerance)
+        draft = dataclasses.replace(draft, authenticated_as=ctx.principal.identity)
         request, result = await self._tasks.create(draft)
         return _metadata(request, result)
 
@@ -124,7 +130,9 @@ class TasksServicer:
     async def RetryTask(
         self, req: tasks_pb2.TaskIdRequest, ctx: CallContext
     ) -> tasks_pb2.TaskRequestMetadataResponse:
-        request, result = await self._tasks.retry(req.task_id)
+        request, result = await self._tasks.retry(
+            req.task_id, authenticated_as=ctx.principal.identity
+        )
         return _metadata(request, result)
 
     async def GetPending(
@@ -204,16 +212,49 @@ class TasksServicer:
             items.append(convert.report_message(result.task_id, report))
         return tasks_pb2.SelectorResults(items=items)
 
+    async def _run_batch(
+        self,
+        op: Operation,
+        req: BatchRequest,
+        ctx: CallContext,
+    ) -> tasks_pb2.BatchResponse:
+        """Every batch RPC: the operation over the request's tag selector."""
+        outcome = await self._batch.run(
+            op, list(req.tags), dry_run=req.dry_run, limit=req.limit or MAX_BATCH, admit=ctx.admit
+        )
+        return tasks_pb2.BatchResponse(
+            task_ids=outcome.task_ids, dry_run=req.dry_run, new_task_ids=outcome.new_task_ids
+        )
+
     async def CancelTasks(
         self, req: tasks_pb2.BatchCancelRequest, ctx: CallContext
     ) -> tasks_pb2.BatchResponse:
-        limit = req.limit or MAX_BATCH
-        if not 1 <= limit <= MAX_BATCH:
-            raise InvalidRequest(f"limit must be in 1..{MAX_BATCH}")
-        ids = await self._tasks.cancel_selected(
-            list(req.tags), kill_running=req.kill_running, dry_run=req.dry_run, limit=limit
-        )
-        return tasks_pb2.BatchResponse(task_ids=ids, dry_run=req.dry_run)
+        return await self._run_batch(self._batch.cancel(req.kill_running), req, ctx)
+
+    async def PauseTasks(
+        self, req: tasks_pb2.BatchRequest, ctx: CallContext
+    ) -> tasks_pb2.BatchResponse:
+        return await self._run_batch(self._batch.pause(), req, ctx)
+
+    async def ResumeTasks(
+        self, req: tasks_pb2.BatchRequest, ctx: CallContext
+    ) -> tasks_pb2.BatchResponse:
+        return await self._run_batch(self._batch.resume(), req, ctx)
+
+    async def RestartTasks(
+        self, req: tasks_pb2.BatchRequest, ctx: CallContext
+    ) -> tasks_pb2.BatchResponse:
+        return await self._run_batch(self._batch.restart(), req, ctx)
+
+    async def RetryTasks(
+        self, req: tasks_pb2.BatchRequest, ctx: CallContext
+    ) -> tasks_pb2.BatchResponse:
+        return await self._run_batch(self._batch.retry(ctx.principal.identity), req, ctx)
+
+    async def ReprioritizeTasks(
+        self, req: tasks_pb2.BatchReprioritizeRequest, ctx: CallContext
+    ) -> tasks_pb2.BatchResponse:
+        return await self._run_batch(self._batch.reprioritize(req.priority), req, ctx)
 
     async def CancelTask(
         self, req: tasks_pb2.TaskCancelRequest, ctx: CallContext

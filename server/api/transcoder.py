@@ -20,17 +20,34 @@ from aiohttp import web
 from google.api import annotations_pb2, http_pb2, httpbody_pb2
 from google.protobuf import descriptor, json_format, message, message_factory, timestamp_pb2
 
-from server.errors import InvalidRequest
+from server.auth.principal import ANONYMOUS, Principal
+from server.errors import InvalidRequest, PermissionDenied
 
 _VAR_RE = re.compile(r"\{([a-z_][a-z0-9_.]*)(?:=[^}]*)?\}")
 
 
+# The principal of a call no guard authorized: anonymous, holding no role.
+NOBODY = Principal(identity=ANONYMOUS)
+
+
+async def refuse_all(task_id: str) -> None:
+    """The `admit` of a call no guard authorized: nothing may be changed."""
+    raise PermissionDenied(f"this call was not authorized to change task {task_id}")
+
+
 @dataclasses.dataclass(frozen=True)
 class CallContext:
-    """Who is calling: the transport-independent view servicers get."""
+    """Who is calling: the transport-independent view servicers get.
+
+    The transports fill `peer` and `headers`; the guard (server/api/guard.py)
+    adds the authorized `principal` and `admit`, which raises unless the
+    caller may change a given task (batch operations check each task with it).
+    """
 
     peer: str
     headers: Mapping[str, str]
+    principal: Principal = NOBODY
+    admit: Callable[[str], Awaitable[None]] = dataclasses.field(default=refuse_all)
 
 
 Method = Callable[[Any, CallContext], Awaitable[message.Message]]

@@ -11,21 +11,19 @@ services decide what a bad or expired session means for each call (S2, S3).
 `SessionKeys` holds the secrets: several verify and the newest signs, so the
 secret can rotate without stranding bots. A token signed with a key the
 server no longer has gets `bot_restart` on poll, which is how bots recover.
+The keys live in the Store, shared by every replica (server/auth/session_keystore.py).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import dataclasses
 import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from server.errors import Unauthenticated
 
 log = logging.getLogger("drover.auth")
 
+# Where servers before the shared keys kept them, in the state directory.
 KEYS_FILE = "session_keys.json"
 # HMAC-SHA256 keys shorter than the hash output weaken the tag.
 MIN_SECRET_BYTES = 32
@@ -77,9 +76,9 @@ class SessionKey:
 class SessionKeys:
     """The keys that verify session tokens; the newest (last) one signs.
 
-    Build one from a list (tests, or replicas sharing a secret) or with
-    `load_or_create`. `rotate` adds a key and keeps the old ones, so tokens
-    already handed out stay valid until they expire.
+    Build one from a list; server/auth/session_keystore.py keeps them in the
+    Store. `rotate` adds a key and keeps the old ones, so tokens already
+    handed out stay valid until they expire.
     """
 
     def __init__(self, keys: Iterable[SessionKey]) -> None:
@@ -109,6 +108,11 @@ class SessionKeys:
         return self._keys[-1]
 
     @property
+    def keys(self) -> tuple[SessionKey, ...]:
+        """Every key, oldest first."""
+        return tuple(self._keys)
+
+    @property
     def key_ids(self) -> tuple[str, ...]:
         """Every key ID, oldest first."""
         return tuple(key.key_id for key in self._keys)
@@ -123,43 +127,30 @@ class SessionKeys:
         self._keys.append(key)
         return key
 
-    @classmethod
-    def load_or_create(cls, state_dir: Path) -> SessionKeys:
-        """Reads `state_dir/session_keys.json`, creating it with one key on first start.
+    def adopt(self, other: SessionKeys) -> bool:
+        """Takes the keys of `other` (read again from the Store); True if they differ.
 
-        Creation is atomic and never replaces a file another process created
-        at the same moment (both then use the first one written). Raises
-        BadKeysFile for a file that exists but cannot be used: silently
-        replacing it would log out every bot.
+        The object stays the same, so everything holding it verifies and
+        signs with the new set from now on.
+        """
+        if other._keys == self._keys:
+            return False
+        self._keys = list(other._keys)
+        return True
+
+    @classmethod
+    def read_file(cls, state_dir: Path) -> SessionKeys | None:
+        """The keys in `state_dir/session_keys.json`, None when there is no such file.
+
+        Older servers kept their keys there; the Store now does. Raises
+        BadKeysFile for a file that exists but cannot be used: ignoring it
+        would log out every bot.
         """
         path = state_dir / KEYS_FILE
-        with contextlib.suppress(FileNotFoundError):
-            return cls._read(path)
-        keys = cls.generate()
-        state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            _write_private(path, keys._to_json(), replace=False)
-        except FileExistsError:
-            return cls._read(path)
-        log.info("created session keys file %s", path)
-        return keys
-
-    def save(self, state_dir: Path) -> None:
-        """Writes the keys to `state_dir/session_keys.json` atomically, mode 0600."""
-        _write_private(state_dir / KEYS_FILE, self._to_json(), replace=True)
-
-    def _to_json(self) -> bytes:
-        doc = {
-            "keys": [
-                {"id": key.key_id, "secret": base64.b64encode(key.secret).decode("ascii")}
-                for key in self._keys
-            ]
-        }
-        return json.dumps(doc, indent=2).encode("utf-8") + b"\n"
-
-    @classmethod
-    def _read(cls, path: Path) -> SessionKeys:
-        data = path.read_bytes()
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
         if path.stat().st_mode & 0o077:
             log.warning("%s is readable by other users; it should be mode 0600", path)
         try:
@@ -172,30 +163,6 @@ class SessionKeys:
             return cls(keys)
         except (ValueError, KeyError, TypeError) as e:
             raise BadKeysFile(f"{path}: {e!r}") from e
-
-
-def _write_private(path: Path, data: bytes, *, replace: bool) -> None:
-    """Writes `data` to `path` with mode 0600 so that readers never see a partial file.
-
-    With `replace=False`, raises FileExistsError if `path` already exists.
-    """
-    # mkstemp creates the file with mode 0600 in the target directory, so the
-    # final rename or link stays on one file system.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            # link() fails if the name exists, unlike rename(): creation
-            # races between two processes have exactly one winner.
-            os.link(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _us(ts: float) -> int:

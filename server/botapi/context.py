@@ -44,9 +44,6 @@ class BotApiContext:
     server_url: str
     # Followers of task output, woken by every task_update of their task.
     output_waiters: PollWaiters = dataclasses.field(default_factory=PollWaiters)
-    # How often a held poll re-checks the Store even without a notification:
-    # needed only when other server processes create tasks; 0 means never.
-    poll_recheck_secs: float = 0.0
 
     def admit(self, bot_id: str, creds: BotCredentials) -> tuple[ConfigSnapshot, BotGroup, str]:
         """Finds the bot's group and checks its credentials against it.
@@ -62,6 +59,11 @@ class BotApiContext:
             group.auth, bot_id=bot_id, remote_ip=creds.remote_ip, headers=creds.headers
         )
         return snapshot, group, identity
+
+    def system_account(self, bot_id: str) -> str:
+        """The bots.cfg `system_service_account` of the bot's group, or "none"."""
+        group = self.config.current.group_for(bot_id)
+        return (group.system_service_account if group else "") or "none"
 
     def open_session(self, token: str | None, bot_id: str) -> session_pb2.Session:
         """Verifies a session token for `bot_id` (ignoring expiry). Raises BadSessionToken."""

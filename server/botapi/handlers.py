@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.appkeys import BOT_SERVICE, BOTCODE, RUN_SERVICE
+from server.appkeys import BOOTSTRAP_SERVICE, BOT_SERVICE, BOTCODE, RUN_SERVICE
 from server.botapi import messages
 from server.errors import InvalidRequest
 
@@ -78,11 +78,11 @@ async def bot_code_versioned(request: web.Request) -> web.StreamResponse:
 
 
 async def bot_code(request: web.Request) -> web.StreamResponse:
-    """Redirects an admitted caller to the stable archive of its channel."""
+    """Redirects an admitted caller (bootstrap token or bot credentials) to its archive."""
     bot_id = request.query.get("bot_id") or request.headers.get("X-Luci-Swarming-Bot-ID") or ""
-    ctx = request.app[BOT_SERVICE].context
-    ctx.admit(bot_id or "unknown-bot", credentials(request))
-    digest = request.app[BOTCODE].for_bot(bot_id).digest
+    digest = await request.app[BOOTSTRAP_SERVICE].admit_bot_code(
+        bot_id, credentials(request), request.query.get("tok", "")
+    )
     raise web.HTTPFound(f"{BOT_API}/bot_code/{digest}")
 
 

@@ -19,7 +19,6 @@ from server.errors import InvalidRequest
 from server.model import BotDimensions, TaskReport
 from server.scheduler import reports
 from server.scheduler.transitions import RunUpdate
-from server.store import codec
 
 SESSION_ID_RE = re.compile(r"^[a-z0-9\-_/]{1,50}$")
 EVENT_TYPES = frozenset({"bot_error", "bot_log", "bot_rebooting", "bot_shutdown"})
@@ -191,16 +190,13 @@ def parse_task_update(body: Mapping[str, Any]) -> TaskUpdateRequest:
 
 
 def _report_items(raw: object) -> TaskReport | None:
-    """Parses `results`: {unit: [...], lint: [...], work: [{ts, message}]}, then validates."""
+    """Parses `results`: {unit: [...], lint: [...], work: [{ts, message}]}, validated."""
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise InvalidRequest("results must be an object")
     try:
-        report = codec.from_dict(TaskReport, raw)
-    except ValueError as e:
-        raise InvalidRequest(f"results: {e}") from e
-    return reports.validate(report)
+        return reports.from_json(raw)
+    except InvalidRequest as e:
+        raise InvalidRequest(f"results: {e.detail}") from e
 
 
 def parse_task_error(body: Mapping[str, Any]) -> TaskErrorRequest:

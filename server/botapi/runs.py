@@ -64,10 +64,7 @@ class RunService:
             if r.state is not TaskState.RUNNING or not is_current_run(r, bot_id, try_number):
                 return None
             if r.killing and r.reserved_until is not None:
-                # Canceled before the bot started it: it never runs.
-                return transitions.apply_update(
-                    r, transitions.RunUpdate(canceled=True), now=now, tolerance_secs=0
-                )
+                return transitions.cancel_unstarted(r, now=now)
             if r.reserved_until is None and r.claim_id:
                 return None
             return transitions.confirm(
@@ -90,7 +87,9 @@ class RunService:
             return {"cmd": "skip", "reason": "the bot's dimensions do not match the task"}
         return {
             "cmd": "run",
-            "manifest": manifest.build(request, result, bot, ctx.server_url),
+            "manifest": manifest.build(
+                request, result, bot, ctx.server_url, ctx.system_account(bot_id)
+            ),
             "task_id": result.run_id,
         }
 
@@ -122,7 +121,6 @@ class RunService:
         request = await ctx.store.get_request(task_id)
         assert request is not None, "a stored result always has its request"
         tolerance = request.bot_ping_tolerance_secs
-        requeue_until = now + request.slices[result.current_slice].expiration_secs
 
         def change(r: TaskResult) -> TaskResult | None:
             if r.state is not TaskState.RUNNING or not is_current_run(r, bot_id, try_number):
@@ -132,7 +130,7 @@ class RunService:
             r = transitions.apply_update(r, req.update, now=now, tolerance_secs=tolerance)
             if r.state is TaskState.COMPLETED:
                 r = dataclasses.replace(r, properties_hash=dedup.reusable_hash(request, r))
-            return transitions.settle_restart(r, now=now, expiration_ts=requeue_until)
+            return transitions.settle_restart(r, request, now=now)
 
         stored, changed = await mutate(ctx.store, task_id, change)
         ctx.output_waiters.notify(task_id)
@@ -162,7 +160,6 @@ class RunService:
         request = await ctx.store.get_request(task_id)
         if request is None:
             return {"resp": 1}
-        requeue_until = now + request.slices[0].expiration_secs
         # The message can hold the whole manifest, secrets included
         # (PROTOCOL.md 0.2.8 E2): keep only its first line, cut before any repr.
         message = req.message.splitlines()[0] if req.message else "task_error"
@@ -174,7 +171,7 @@ class RunService:
             ended = transitions.end_with_error(
                 r, now=now, message=message, client_error=req.client_error
             )
-            return transitions.settle_restart(ended, now=now, expiration_ts=requeue_until)
+            return transitions.settle_restart(ended, request, now=now)
 
         with contextlib.suppress(TaskNotFound):
             await mutate(ctx.store, task_id, change)

@@ -64,6 +64,15 @@ def maintenance_reason(report: BotReport) -> str:
     return value if isinstance(value, str) else "maintenance"
 
 
+def idle_reason(bot: Bot) -> str:
+    """Why the bot gets no task, quarantine before maintenance, admin before bot; '' if none."""
+    quarantine = "; ".join(m for m in (bot.admin_quarantine, bot.quarantined) if m)
+    if quarantine:
+        return f"quarantined: {quarantine}"
+    maintenance = bot.admin_maintenance or bot.maintenance
+    return f"in maintenance: {maintenance}" if maintenance else ""
+
+
 def sleep_duration(settings: Settings, state: dict[str, Any], rng: random.Random) -> float:
     """Idle backoff (PROTOCOL.md 1.5 step 9): grows with the bot's sleep streak."""
     streak = state.get("sleep_streak")
@@ -93,7 +102,7 @@ class BotService:
 
     @property
     def context(self) -> BotApiContext:
-        """The shared dependencies (the /bot_code handler admits callers with them)."""
+        """The shared dependencies (for diagnostics and tests)."""
         return self._ctx
 
     async def handshake(self, req: HandshakeRequest, creds: BotCredentials) -> dict[str, Any]:
@@ -166,7 +175,11 @@ class BotService:
         except BadSessionToken as e:
             problem = str(e)
         if settings.force_bots_to_sleep_and_not_run_task:
-            reply = self._sleep(settings.max_bot_sleep_time, quarantined=True)
+            reply = self._sleep(
+                settings.max_bot_sleep_time,
+                quarantined=True,
+                message="every bot sleeps (settings: force_bots_to_sleep_and_not_run_task)",
+            )
         elif req.report.version != expected:
             reply = {"cmd": "update", "version": expected}
         elif problem or sess is None:
@@ -276,9 +289,10 @@ class BotService:
         self, bot: Bot, req: PollRequest, settings: Settings, now: float
     ) -> dict[str, Any]:
         """Hands the bot a task it can run, or tells it to sleep."""
-        quarantined = bool(bot.quarantined or bot.admin_quarantine)
-        if quarantined or bot.maintenance or bot.admin_maintenance:
-            return self._sleep(settings.max_bot_sleep_time, quarantined=quarantined)
+        reason = idle_reason(bot)
+        if reason:
+            quarantined = bool(bot.quarantined or bot.admin_quarantine)
+            return self._sleep(settings.max_bot_sleep_time, quarantined=quarantined, message=reason)
         result = await self._reserve(bot, settings, now)
         if result is None and settings.long_poll_secs > 0:
             result = await self._hold(bot, settings)
@@ -302,7 +316,9 @@ class BotService:
         )
         return {
             "cmd": "run",
-            "manifest": manifest.build(request, result, bot, self._ctx.server_url),
+            "manifest": manifest.build(
+                request, result, bot, self._ctx.server_url, self._ctx.system_account(bot.bot_id)
+            ),
         }
 
     async def _hold(self, bot: Bot, settings: Settings) -> TaskResult | None:
@@ -310,17 +326,17 @@ class BotService:
 
         The hold is measured on the event loop's clock, not the injected one:
         it is about the transport (a stock bot drops a request after 60 s).
+        Tasks created by other replicas wake it too (server/replicas.py).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.long_poll_secs
-        recheck = self._ctx.poll_recheck_secs or settings.long_poll_secs
         while (remaining := deadline - loop.time()) > 0:
             keys = self._ctx.queues.queues_for(bot.bot_id, bot.dimensions)
             with (
                 self._waiters.waiting([*keys, NEW_QUEUE]) as event,
                 contextlib.suppress(TimeoutError),
             ):
-                await asyncio.wait_for(event.wait(), min(remaining, recheck))
+                await asyncio.wait_for(event.wait(), remaining)
             result = await self._reserve(bot, settings, self._ctx.clock.now())
             if result is not None:
                 return result
@@ -344,8 +360,16 @@ class BotService:
         )
 
     @staticmethod
-    def _sleep(duration: float, quarantined: bool = False) -> dict[str, Any]:
-        return {"cmd": "sleep", "duration": float(duration), "quarantined": quarantined}
+    def _sleep(duration: float, quarantined: bool = False, message: str = "") -> dict[str, Any]:
+        reply: dict[str, Any] = {
+            "cmd": "sleep",
+            "duration": float(duration),
+            "quarantined": quarantined,
+        }
+        # A stock bot ignores the extra key; ours logs it, so the bot's log says why.
+        if message:
+            reply["message"] = message
+        return reply
 
 
 def _bot_id_of(report: BotReport) -> str:

@@ -14,7 +14,18 @@ import sys
 from collections.abc import Sequence
 
 from server import __version__
-from server.cli import bots, follow, serve, tasks, trigger
+from server.cli import (
+    bootstrap,
+    bots,
+    controls,
+    follow,
+    results,
+    serve,
+    session_keys,
+    tasks,
+    tokens,
+    trigger,
+)
 from server.cli.client import ApiError, Unreachable
 from server.cli.options import (
     Command,
@@ -37,8 +48,9 @@ def parser() -> argparse.ArgumentParser:
     add_client_options(top, suppress=False)
     sub = top.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     parent = client_parent()
-    for group in (serve, trigger, follow, tasks, bots):
+    for group in (serve, trigger, follow, tasks, controls, results, bots, tokens, bootstrap):
         group.register(sub, parent)
+    session_keys.register(sub, parent)
     return top
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from server.cli import render
 from server.cli.client import client_of, quote
-from server.cli.options import Subparsers, key_value
+from server.cli.options import Subparsers, add_dimension_option, add_page_options
 
 # Dimensions worth a column in `drover bots`; the rest are in `drover bot ID`.
 LISTED_DIMENSIONS = ("pool", "os")
@@ -17,16 +17,7 @@ LISTED_DIMENSIONS = ("pool", "os")
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     """Adds the bot commands."""
     p = sub.add_parser("bots", parents=[parent], help="list bots")
-    p.add_argument(
-        "-d",
-        "--dimension",
-        dest="dimensions",
-        action="append",
-        type=key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="only bots with this dimension (repeatable)",
-    )
+    add_dimension_option(p, "only bots with this dimension (repeatable)")
     dead = p.add_mutually_exclusive_group()
     dead.add_argument("--dead", dest="is_dead", action="store_const", const="TRUE")
     dead.add_argument("--alive", dest="is_dead", action="store_const", const="FALSE")
@@ -34,8 +25,7 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     busy.add_argument("--busy", dest="is_busy", action="store_const", const="TRUE")
     busy.add_argument("--idle", dest="is_busy", action="store_const", const="FALSE")
     p.add_argument("--quarantined", action="store_const", const="TRUE")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N (default 100)")
-    p.add_argument("--cursor", help="the next page, as printed by the previous one")
+    add_page_options(p)
     p.set_defaults(run=_list)
 
     p = sub.add_parser("bot", parents=[parent], help="one bot's details and events")
@@ -89,27 +79,19 @@ def _list(args: argparse.Namespace) -> int:
     for name in ("is_dead", "is_busy", "quarantined", "limit", "cursor"):
         if getattr(args, name) is not None:
             query[name] = getattr(args, name)
-    page: dict[str, Any] = client_of(args).get("/bots", query)
-    if args.json:
-        render.print_json(page)
-        return 0
-    render.table(
+    return render.listing(
+        client_of(args).get("/bots", query),
+        args.json,
         ["id", "status", "task", *LISTED_DIMENSIONS, "version", "seen"],
-        [
-            [
-                str(b["bot_id"]),
-                status(b),
-                str(b.get("task_id", "")),
-                *(_dimension(b, key) for key in LISTED_DIMENSIONS),
-                str(b.get("version", ""))[:12],
-                render.age(b.get("last_seen_ts", "")),
-            ]
-            for b in page.get("items", [])
+        lambda b: [
+            str(b["bot_id"]),
+            status(b),
+            str(b.get("task_id", "")),
+            *(_dimension(b, key) for key in LISTED_DIMENSIONS),
+            str(b.get("version", ""))[:12],
+            render.age(b.get("last_seen_ts", "")),
         ],
     )
-    if page.get("cursor"):
-        render.warn(f"more: --cursor {page['cursor']}")
-    return 0
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -52,6 +52,42 @@ def tag(value: str) -> str:
     return value
 
 
+def duration_secs(value: str) -> int:
+    """An argparse type: seconds, or a number with a unit: 90s, 30m, 12h, 90d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (value[:-1], value[-1]) if value[-1:] in units else (value, "s")
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration like 3600, 90m, 12h or 30d")
+    return int(number) * units[unit]
+
+
+def add_tag_option(p: argparse.ArgumentParser, help: str) -> None:
+    """`--tag KEY:VALUE`, repeatable, into `args.tags`."""
+    p.add_argument(
+        "--tag", dest="tags", action="append", type=tag, default=[], metavar="KEY:VALUE", help=help
+    )
+
+
+def add_dimension_option(p: argparse.ArgumentParser, help: str) -> None:
+    """`-d/--dimension KEY=VALUE`, repeatable, into `args.dimensions`."""
+    p.add_argument(
+        "-d",
+        "--dimension",
+        dest="dimensions",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help=help,
+    )
+
+
+def add_page_options(p: argparse.ArgumentParser) -> None:
+    """`--limit` and `--cursor` of a listing."""
+    p.add_argument("--limit", type=int, metavar="N", help="at most N (1-1000, default 100)")
+    p.add_argument("--cursor", help="the next page, as printed by the previous one")
+
+
 def add_client_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Adds the options of commands that talk to a server.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -25,6 +25,23 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in [[h.upper() for h in headers], *rows]:
         line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
         print(line.rstrip())
+
+
+def listing(
+    page: dict[str, Any],
+    as_json: bool,
+    headers: Sequence[str],
+    row: Callable[[dict[str, Any]], list[str]],
+) -> int:
+    """Prints a page of a listing: its JSON, or a table of its items and how to get
+    the next page. Returns the exit status, 0."""
+    if as_json:
+        print_json(page)
+        return 0
+    table(headers, [row(item) for item in page.get("items", [])])
+    if page.get("cursor"):
+        warn(f"more: --cursor {page['cursor']}")
+    return 0
 
 
 def fields(pairs: Sequence[tuple[str, str]]) -> None:

@@ -1,5 +1,9 @@
 """Server commands: `serve` runs one, `config validate` checks a config set
-offline, `info` asks a running one for its versions and config revision."""
+offline, `info` asks a running one for its versions and config revision.
+
+`add_store_options` and `store_options` are the flags that choose the Store
+(SQLite in the state directory, or Cloud Datastore shared by replicas),
+shared with the admin commands that open the Store themselves."""
 
 from __future__ import annotations
 
@@ -7,12 +11,15 @@ import argparse
 import ipaddress
 import logging
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server import __version__
 from server.cli import render
 from server.cli.client import client_of
-from server.cli.options import Subparsers
+from server.cli.options import Failure, Subparsers, UsageError
+
+if TYPE_CHECKING:
+    from server.store.backends import StoreOptions
 
 DEFAULT_PORT = 8080
 DEFAULT_GRPC_PORT = 8081
@@ -37,6 +44,15 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         help=f"port of the client API over gRPC (default {DEFAULT_GRPC_PORT}; -1 turns it off)",
     )
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--recheck-secs",
+        type=_non_negative,
+        default=None,
+        help="how often to re-check the store for what other replicas changed: tasks for"
+        " held polls, new queues, session keys (default 1 with datastore, 10 with sqlite;"
+        " 0: never)",
+    )
+    add_store_options(serve)
     serve.set_defaults(run=_serve)
 
     config = sub.add_parser("config", help="config tools")
@@ -49,6 +65,52 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         "info", parents=[parent], help="a server's version, bot version and config revision"
     )
     info.set_defaults(run=_info)
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """Adds the flags that choose the Store and where it is."""
+    group = parser.add_argument_group("store")
+    group.add_argument(
+        "--store",
+        choices=("sqlite", "datastore"),
+        default="sqlite",
+        help="sqlite: one file in --state-dir, for one server process (default);"
+        " datastore: Cloud Datastore, for several server replicas"
+        " (the emulator when $DATASTORE_EMULATOR_HOST is set)",
+    )
+    group.add_argument(
+        "--datastore-project",
+        help="Google Cloud project (default: $DATASTORE_PROJECT_ID, $GOOGLE_CLOUD_PROJECT"
+        " or the project of the Application Default Credentials)",
+    )
+    group.add_argument("--datastore-namespace", help="namespace (default: the default one)")
+    group.add_argument("--datastore-database", help="database ID (default: (default))")
+
+
+def store_options(args: argparse.Namespace) -> StoreOptions:
+    """The StoreOptions the flags of add_store_options ask for; UsageError if they clash."""
+    from server.store.backends import StoreOptions
+
+    try:
+        return StoreOptions(
+            backend=args.store,
+            project=args.datastore_project or None,
+            namespace=args.datastore_namespace or None,
+            database=args.datastore_database or None,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+def _non_negative(value: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        secs = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not secs >= 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return secs
 
 
 def _server_url(host: str, port: int) -> str:
@@ -69,6 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from server.app import ServerOptions, create_app
+    from server.store.backends import StoreUnavailable
 
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -80,22 +143,29 @@ def _serve(args: argparse.Namespace) -> int:
         server_url=args.server_url or _server_url(args.host, args.port),
         grpc_host=args.host,
         grpc_port=None if args.grpc_port < 0 else args.grpc_port,
+        listen_host=args.host,
+        store=store_options(args),
+        recheck_secs=args.recheck_secs,
     )
     logging.getLogger("drover").info(
-        "drover %s serving on %s:%d, bots use %s",
+        "drover %s serving on %s:%d, bots use %s, state in %s",
         __version__,
         args.host,
         args.port,
         options.server_url,
+        options.store.describe(),
     )
-    web.run_app(
-        create_app(options),
-        host=args.host,
-        port=args.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=5.0,
-    )
+    try:
+        web.run_app(
+            create_app(options),
+            host=args.host,
+            port=args.port,
+            print=None,
+            access_log=None,
+            shutdown_timeout=5.0,
+        )
+    except StoreUnavailable as e:
+        raise Failure(str(e)) from e
     return 0
 
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from server.cli import follow, render
 from server.cli.client import client_of
-from server.cli.options import Failure, Subparsers, UsageError, key_value, tag
+from server.cli.options import (
+    Failure,
+    Subparsers,
+    UsageError,
+    add_dimension_option,
+    add_tag_option,
+    key_value,
+)
 
 # The pool a task goes to when neither --pool nor -d pool=... names one: the
 # quickstart config's only pool.
@@ -39,17 +46,10 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         "--pool",
         help=f"the pool to run in (default: $DROVER_POOL or {DEFAULT_POOL!r})",
     )
-    p.add_argument(
-        "-d",
-        "--dimension",
-        dest="dimensions",
-        action="append",
-        type=key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="a dimension the bot must have (repeatable; VALUE may list alternatives a|b)",
+    add_dimension_option(
+        p, "a dimension the bot must have (repeatable; VALUE may list alternatives a|b)"
     )
-    p.add_argument("--tag", dest="tags", action="append", type=tag, default=[], metavar="KEY:VALUE")
+    add_tag_option(p, "a tag of the task, to select it by later (repeatable)")
     p.add_argument("--env", action="append", type=key_value, default=[], metavar="NAME=VALUE")
     p.add_argument("--priority", type=int, help="0-255, lower runs first (server default 200)")
     p.add_argument("--hard-timeout", type=int, metavar="SECS", help="execution timeout")
@@ -64,6 +64,11 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--idempotent", action="store_true", help="reuse a recent identical result")
     p.add_argument("--max-retries", type=int, metavar="N", help="retries when its bot dies")
     p.add_argument("--user", default=os.environ.get("USER", ""), help="default: $USER")
+    p.add_argument(
+        "--service-account",
+        metavar="EMAIL",
+        help="the account the task's tokens stand for (its pools must allow it)",
+    )
     p.add_argument(
         "--slice-json",
         dest="slice_files",
@@ -112,6 +117,8 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         body["priority"] = args.priority
     if args.max_retries is not None:
         body["max_retries"] = args.max_retries
+    if args.service_account:
+        body["service_account"] = args.service_account
     return body
 
 

@@ -174,6 +174,7 @@ def settings_with_defaults(proto: settings_pb2.SettingsCfg, config_dir: pathlib.
         stable_archive_file=_archive_path(config_dir, deployment.stable.archive_file),
         canary_archive_file=_archive_path(config_dir, deployment.canary.archive_file),
         canary_percent=deployment.canary_percent,
+        anonymous_role=proto.anonymous_role,
     )
 
 

@@ -76,6 +76,8 @@ class Settings:
     stable_archive_file: str = ""
     canary_archive_file: str = ""
     canary_percent: int = 0
+    # The role of client API callers without a token; "" for none.
+    anonymous_role: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

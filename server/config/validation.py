@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 from protos.config import bots_pb2, pools_pb2, settings_pb2
+from server.auth.principal import ROLE_ORDER, acl_entry_error
 from server.config.model import Settings
 from server.dimensions import is_valid_key, value_error
 from server.errors import DroverError
@@ -26,8 +27,6 @@ DIGITS_RE = re.compile(r"[0-9]+")
 # One brace group per bot ID expression; a typo like "vm{1..100000}" must not
 # make the server allocate millions of IDs, so expansions are bounded.
 MAX_EXPANSION = 10_000
-# Roles a pools.cfg scheduler entry may name as "role:<role>" (DESIGN.md 8).
-ROLES = frozenset({"admin", "scheduler", "viewer"})
 # settings.cfg numbers: (smallest, largest) allowed; zero always means "the default".
 SETTINGS_RANGES: Mapping[str, tuple[int, int]] = {
     "reusable_task_age_secs": (1, 30 * 24 * 3600),
@@ -325,14 +324,10 @@ def _check_pools(pools: pools_pb2.PoolsCfg, report: _Report) -> None:
             else:
                 seen[name] = field
         for j, who in enumerate(pool.schedulers):
-            role = who.removeprefix("role:") if who.startswith("role:") else None
             if not who.strip() or who != who.strip():
                 report.add(f"{path}.schedulers[{j}]", f"scheduler {who!r} is empty or padded")
-            elif role is not None and role not in ROLES:
-                report.add(
-                    f"{path}.schedulers[{j}]",
-                    f"unknown role {role!r}; known: {', '.join(sorted(ROLES))}",
-                )
+            elif problem := acl_entry_error(who):
+                report.add(f"{path}.schedulers[{j}]", problem)
         for j, account in enumerate(pool.allowed_service_account):
             if not account or any(c.isspace() for c in account):
                 report.add(
@@ -358,6 +353,12 @@ def _check_settings(config: ConfigSet, settings: settings_pb2.SettingsCfg, repor
             )
     if settings.server_url and (problem := server_url_error(settings.server_url)):
         report.add("server_url", f"{settings.server_url!r} {problem}")
+    if settings.anonymous_role and settings.anonymous_role not in ROLE_ORDER:
+        report.add(
+            "anonymous_role",
+            f"unknown role {settings.anonymous_role!r}; known: {', '.join(ROLE_ORDER)}, "
+            'or "" for none',
+        )
 
     deployment = settings.bot_deployment
     for channel in ("stable", "canary"):

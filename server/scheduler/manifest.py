@@ -12,8 +12,19 @@ from typing import Any
 from server.model import Bot, TaskRequest, TaskResult
 
 
-def build(request: TaskRequest, result: TaskResult, bot: Bot, server_url: str) -> dict[str, Any]:
-    """Returns the manifest of the task's current run for `bot`."""
+def build(
+    request: TaskRequest,
+    result: TaskResult,
+    bot: Bot,
+    server_url: str,
+    system_account: str = "none",
+) -> dict[str, Any]:
+    """Returns the manifest of the task's current run for `bot`.
+
+    `service_accounts` names the task's account and the bot group's system
+    account: a bot asks for tokens (`oauth_token`, `id_token`) only for an
+    account named there (PROTOCOL.md 1.10).
+    """
     props = request.slices[result.current_slice].properties
     requested: dict[str, list[str]] = {}
     for key, value in props.dimensions:
@@ -43,7 +54,7 @@ def build(request: TaskRequest, result: TaskResult, bot: Bot, server_url: str) -
         if props.secret_bytes
         else None,
         "service_accounts": {
-            "system": {"service_account": "none"},
+            "system": {"service_account": system_account or "none"},
             "task": {"service_account": account},
         },
         "task_id": result.run_id,

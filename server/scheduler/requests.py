@@ -82,8 +82,9 @@ def _validate_properties(props: TaskProperties, where: str) -> TaskProperties:
     if len(pools) != 1 or "|" in pools[0]:
         raise InvalidRequest(f"{where}.dimensions: 'pool' is required, with exactly one value")
     bot_ids = [v for k, v in dimensions if k == "id"]
-    if len(bot_ids) > 1:
-        raise InvalidRequest(f"{where}.dimensions: 'id' takes at most one value")
+    if len(bot_ids) > 1 or any("|" in v for v in bot_ids):
+        # `id` pins the slice to one bot: its queue is that bot's alone.
+        raise InvalidRequest(f"{where}.dimensions: 'id' takes at most one value, without '|'")
     if len(props.env) > MAX_ENV_VARS:
         raise InvalidRequest(f"{where}.env: at most {MAX_ENV_VARS} variables are allowed")
     for key in list(props.env) + list(props.env_prefixes):

@@ -1,8 +1,9 @@
 """The background loop: expiry and slice fallback, released reservations, bot death.
 
 Safe with several server processes running it at once: every change is a
-compare-and-set on the task's result, so two sweepers acting on the same
-task cannot both win, and the loser re-reads and finds nothing left to do.
+compare-and-set on the task's result, planned from the record it replaces,
+so two sweepers acting on the same task cannot both win, and the loser
+re-reads and finds nothing left to do (tests/scheduler/test_sweeper_concurrency.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ import asyncio
 import logging
 
 from server.clock import Clock
-from server.ids import MAX_TRIES
 from server.model import TaskRequest, TaskResult, TaskState
 from server.scheduler import transitions
-from server.scheduler.queues import QueueIndex
-from server.scheduler.tasks import Notifier, TaskService, mutate
+from server.scheduler.tasks import Notifier, TaskService, mutate_with
 from server.store.base import Store
 
 log = logging.getLogger("drover.sweeper")
@@ -32,24 +31,31 @@ class Sweeper:
         store: Store,
         clock: Clock,
         tasks: TaskService,
-        queues: QueueIndex,
         notifier: Notifier,
     ) -> None:
         self._store = store
         self._clock = clock
         self._tasks = tasks
-        self._queues = queues
         self._notifier = notifier
 
     async def run_once(self) -> int:
-        """Handles every task due now; returns how many changed."""
+        """Handles every task due now; returns how many changed.
+
+        Each due task takes one compare-and-set to the state it must be in
+        now, however many of its deadlines passed (a reservation released
+        past its expiration ends EXPIRED at once). A full batch is followed
+        by another, unless it changed nothing (another sweeper got there
+        first, or what is left cannot change), so a pass always ends.
+        """
         changed = 0
         while True:
             now = self._clock.now()
             due = await self._store.list_due(now, BATCH)
+            moved = 0
             for result in due:
-                changed += await self._sweep(result.task_id, now)
-            if len(due) < BATCH:
+                moved += await self._sweep(result.task_id, now)
+            changed += moved
+            if len(due) < BATCH or not moved:
                 return changed
 
     async def run(self, interval: float) -> None:
@@ -65,53 +71,45 @@ class Sweeper:
         request = await self._store.get_request(task_id)
         if request is None:
             return 0
-        # The slice to fall back to if the current one expired: the first
-        # later one that has not expired and can run (PROTOCOL.md 4.7).
-        fallback: dict[int, str] = {}
-        index = await self._tasks.first_runnable_slice(request, 0, now)
-        if index is not None:
-            dims = request.slices[index].properties.dimensions
-            fallback[index] = await self._queues.register(dims, now)
-        result, changed = await mutate(
-            self._store, task_id, lambda r: _due_change(r, request, now, fallback)
-        )
+
+        async def plan(current: TaskResult) -> TaskResult | None:
+            return await self._due_change(current, request, now)
+
+        result, changed = await mutate_with(self._store, task_id, plan)
         if changed:
             log.info("task %s is now %s (try %d)", task_id, result.state.name, result.try_number)
             if result.is_dispatchable:
                 self._notifier.notify(result.queue_key)
         return int(changed)
 
+    async def _due_change(
+        self, current: TaskResult, request: TaskRequest, now: float
+    ) -> TaskResult | None:
+        """The state a task whose deadlines passed must be in at `now`; None if none passed.
 
-def allowed_retries(request: TaskRequest, result: TaskResult) -> int:
-    """How many times a run lost with its bot is retried: the request's count,
-    at least once for an idempotent slice (running it again is harmless)."""
-    idempotent = request.slices[result.current_slice].properties.idempotent
-    return min(max(request.max_retries, 1 if idempotent else 0), MAX_TRIES - 1)
+        A running task's deadline releases its reservation or ends its run
+        (maybe queueing it again); a pending task past its slice's
+        expiration, maybe just released, moves on to the first later slice
+        that can run, else it is EXPIRED (PROTOCOL.md 4.7).
+        """
+        result = passed_deadline(current, request, now=now) or current
+        if result.state is TaskState.PENDING and result.expiration_ts <= now:
+            start = result.current_slice + 1
+            fallback = await self._tasks.wait_on_runnable_slice(request, result, start, now)
+            result = fallback or transitions.expire(result, now=now)
+        return None if result is current else result
 
 
-def _due_change(
-    r: TaskResult, request: TaskRequest, now: float, fallback: dict[int, str]
-) -> TaskResult | None:
-    """The change a passed deadline makes, or None if nothing is due any more."""
-    if r.state is TaskState.PENDING and r.expiration_ts <= now:
-        later = {i: k for i, k in fallback.items() if i > r.current_slice}
-        if later:
-            index, key = next(iter(later.items()))
-            return transitions.next_slice(
-                r,
-                now=now,
-                index=index,
-                queue_key=key,
-                expiration_ts=request.slice_expiration_ts(index),
-            )
-        return transitions.expire(r, now=now)
-    if r.state is not TaskState.RUNNING:
+def passed_deadline(result: TaskResult, request: TaskRequest, *, now: float) -> TaskResult | None:
+    """What a running task's passed deadline makes of it; None when none passed.
+
+    An unconfirmed reservation is released; a run without updates for its
+    bot_ping_tolerance_secs dies, and is maybe queued again as a new try.
+    """
+    if result.state is not TaskState.RUNNING:
         return None
-    if r.reserved_until is not None and r.reserved_until <= now:
-        return transitions.release(r, now=now)
-    if r.dead_after_ts is not None and r.dead_after_ts <= now:
-        requeue_until = now + request.slices[r.current_slice].expiration_secs
-        retry = requeue_until if r.try_number <= allowed_retries(request, r) else None
-        died = transitions.bot_died(r, now=now, retry_expiration_ts=retry)
-        return transitions.settle_restart(died, now=now, expiration_ts=requeue_until)
+    if result.reserved_until is not None and result.reserved_until <= now:
+        return transitions.release(result, now=now)
+    if result.dead_after_ts is not None and result.dead_after_ts <= now:
+        return transitions.bot_died(result, request, now=now)
     return None

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from server import ids
+from server.auth import service_accounts
 from server.clock import Clock
 from server.config.model import ConfigSnapshot
 from server.errors import Conflict, InvalidRequest, TaskNotFound
@@ -37,6 +38,9 @@ from server.store.base import StaleWrite, Store
 
 # How often a compare-and-set is retried under contention before giving up.
 MAX_CAS_ATTEMPTS = 20
+# New IDs tried when one is taken: 16 random bits per millisecond make a
+# collision rare, and several in a row a sign of something else.
+MAX_ID_ATTEMPTS = 5
 # Tags the server adds: children are found by their parent's, reruns name their source.
 PARENT_TAG = "parent_task_id"
 RETRY_TAG = "retry_of"
@@ -76,11 +80,26 @@ async def mutate(
 
     Returns (stored result, whether it changed). Raises TaskNotFound.
     """
+
+    async def plan(current: TaskResult) -> TaskResult | None:
+        return change(current)
+
+    return await mutate_with(store, task_id, plan)
+
+
+async def mutate_with(
+    store: Store, task_id: str, plan: Callable[[TaskResult], Awaitable[TaskResult | None]]
+) -> tuple[TaskResult, bool]:
+    """Like `mutate`, for a change that must read more (bots, queues) to decide.
+
+    On a conflict the change is planned again from the fresh record, so what
+    it read always matches the record it replaces.
+    """
     for _ in range(MAX_CAS_ATTEMPTS):
         current = await store.get_result(task_id)
         if current is None:
             raise TaskNotFound(task_id)
-        new = change(current)
+        new = await plan(current)
         if new is None:
             return current, False
         try:
@@ -121,6 +140,11 @@ class TaskService:
         """
         now = self._clock.now()
         request = requests.validate(dataclasses.replace(draft, created_ts=now))
+        service_accounts.check_allowed(
+            self._config.current,
+            request.service_account,
+            [s.properties.pool for s in request.slices],
+        )
         # Tags the server adds, so tasks can be selected by pool and parent.
         tags = [*request.tags, f"pool:{request.slices[0].properties.pool}"]
         if request.parent_task_id:
@@ -145,22 +169,16 @@ class TaskService:
         )
         window = self._config.current.settings.reusable_task_age_secs
         reuse = await dedup.find_dedup(self._store, request, now, window)
-        index = None if reuse else await self.first_runnable_slice(request, 0, now)
+        waiting = None if reuse else await self.wait_on_runnable_slice(request, result, 0, now)
         if reuse is not None:
             result = dedup.deduped_result(result, reuse[1], now, reuse[0])
-        elif index is None:
+        elif waiting is None:
             result = dataclasses.replace(
                 result, state=TaskState.NO_RESOURCE, completed_ts=now, abandoned_ts=now
             )
         else:
-            dims = request.slices[index].properties.dimensions
-            result = dataclasses.replace(
-                result,
-                current_slice=index,
-                queue_key=await self._queues.register(dims, now),
-                expiration_ts=request.slice_expiration_ts(index),
-            )
-        stored, created = await self._store.create_task(request, result)
+            result = waiting
+        request, stored, created = await self._store_new(request, result, now)
         if not created:
             existing = await self._store.get_request(stored.task_id)
             assert existing is not None, "a stored result always has its request"
@@ -168,6 +186,40 @@ class TaskService:
         if stored.is_dispatchable:
             self._notifier.notify(stored.queue_key)
         return request, stored
+
+    async def _store_new(
+        self, request: TaskRequest, result: TaskResult, now: float
+    ) -> tuple[TaskRequest, TaskResult, bool]:
+        """Stores a new task, under a fresh ID while its random bits collide (PROTOCOL.md 4.2).
+
+        Returns (request as stored, result, created) as Store.create_task does.
+        """
+        for _ in range(MAX_ID_ATTEMPTS):
+            try:
+                stored, created = await self._store.create_task(request, result)
+            except Conflict:
+                task_id = ids.new_task_id(now)
+                request = dataclasses.replace(request, task_id=task_id)
+                result = dataclasses.replace(result, task_id=task_id)
+                continue
+            return request, stored, created
+        raise Conflict("no free task ID was found, try again")
+
+    async def wait_on_runnable_slice(
+        self, request: TaskRequest, result: TaskResult, start: int, now: float
+    ) -> TaskResult | None:
+        """`result` waiting on the first slice from `start` on that can run, or None if none can.
+
+        The one rule for the slice a pending task waits on, at creation
+        (start 0) and when its slice expires (the next one on): its queue
+        is registered before the task may enter it (PROTOCOL.md 4.4, 4.7).
+        """
+        index = await self.first_runnable_slice(request, start, now)
+        if index is None:
+            return None
+        dims = request.slices[index].properties.dimensions
+        key = await self._queues.register(dims, now)
+        return transitions.next_slice(result, request, now=now, index=index, queue_key=key)
 
     async def first_runnable_slice(
         self, request: TaskRequest, start: int, now: float
@@ -326,26 +378,6 @@ class TaskService:
             query = dataclasses.replace(query, cursor=page.cursor)
         return found[:limit]
 
-    async def cancel_selected(
-        self, tags: list[str], *, kill_running: bool, dry_run: bool, limit: int
-    ) -> list[str]:
-        """Cancels the active tasks carrying every tag in `tags`; returns their IDs.
-
-        With `dry_run`, returns the same list without changing anything.
-        """
-        if not tags:
-            raise InvalidRequest("tags: a batch operation needs at least one tag")
-        states = {TaskState.PENDING} | ({TaskState.RUNNING} if kill_running else set())
-        query = TaskQuery(states=frozenset(states), tags=tags)
-        selected = await self.select(query, limit)
-        if dry_run:
-            return [t.task_id for t in selected]
-        changed = []
-        for task in selected:
-            if (await self.cancel(task.task_id, kill_running))[0]:
-                changed.append(task.task_id)
-        return changed
-
     async def report(self, task_id: str, report: TaskReport) -> tuple[TaskResult, TaskReport]:
         """Validates and appends structured results to a task; returns all of them."""
         result = await self.get_result(task_id)
@@ -381,6 +413,11 @@ class TaskService:
         current = await self.get_result(task_id)
         if not current.state.is_active:
             raise Conflict(f"task {current.task_id} has ended; :retry makes a new task from it")
+        if transitions.is_out_of_tries(current):
+            raise Conflict(
+                f"task {current.task_id} runs its last try ({current.try_number}); "
+                ":retry makes a new task from it once it ends"
+            )
         result, changed = await mutate(
             self._store, current.task_id, lambda r: transitions.restart(r, now=now)
         )
@@ -402,8 +439,13 @@ class TaskService:
             lambda r: transitions.reprioritize(r, now=now, priority=priority),
         )
 
-    async def retry(self, task_id: str) -> tuple[TaskRequest, TaskResult]:
-        """Creates a new task from a finished task's request ("rebuild")."""
+    async def retry(
+        self, task_id: str, *, authenticated_as: str = ""
+    ) -> tuple[TaskRequest, TaskResult]:
+        """Creates a new task from a finished task's request ("rebuild").
+
+        The rerun records who asked for it (`authenticated_as`), not who made the original.
+        """
         old = await self.get_result(task_id)
         if old.state.is_active:
             raise Conflict(f"task {old.task_id} is {old.state.name}; only a finished task reruns")
@@ -415,6 +457,7 @@ class TaskService:
             request_uuid="",
             parent_task_id="",
             tags=[*tags, f"{RETRY_TAG}:{old.task_id}"],
+            authenticated_as=authenticated_as or request.authenticated_as,
         )
         return await self.create(draft, retry_of=old.task_id)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from server.model import BotDimensions, TaskResult, TaskState
+from server.ids import MAX_TRIES
+from server.model import BotDimensions, TaskRequest, TaskResult, TaskState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,14 +167,14 @@ def cancel(result: TaskResult, *, now: float, kill_running: bool) -> TaskResult 
 
 
 def next_slice(
-    result: TaskResult, *, now: float, index: int, queue_key: str, expiration_ts: float
+    result: TaskResult, request: TaskRequest, *, now: float, index: int, queue_key: str
 ) -> TaskResult:
-    """The current slice expired: the task waits in the queue of slice `index` instead."""
+    """The task waits in the queue of slice `index`, until that slice's cumulative expiration."""
     return dataclasses.replace(
         result,
         current_slice=index,
         queue_key=queue_key,
-        expiration_ts=expiration_ts,
+        expiration_ts=request.slice_expiration_ts(index),
         modified_ts=now,
     )
 
@@ -185,6 +186,22 @@ def expire(result: TaskResult, *, now: float) -> TaskResult:
 
 def release(result: TaskResult, *, now: float) -> TaskResult:
     """An unconfirmed reservation timed out: the task goes back to its queue.
+
+    A task cancelled meanwhile ends CANCELED instead: its bot never started
+    it, and nobody else may (PROTOCOL.md 4.9).
+    """
+    if result.killing:
+        return cancel_unstarted(result, now=now)
+    return _unreserve(result, now=now)
+
+
+def cancel_unstarted(result: TaskResult, *, now: float) -> TaskResult:
+    """A run cancelled before its bot confirmed it ends CANCELED, without ever running."""
+    return _end(result, TaskState.CANCELED, now)
+
+
+def _unreserve(result: TaskResult, *, now: float) -> TaskResult:
+    """The reservation is undone and the task is pending again.
 
     The try number goes back too, so the run that never started leaves no trace.
     """
@@ -198,19 +215,29 @@ def release(result: TaskResult, *, now: float) -> TaskResult:
         started_ts=None,
         reserved_until=None,
         dead_after_ts=None,
+        killing=False,
         modified_ts=now,
     )
 
 
-def bot_died(result: TaskResult, *, now: float, retry_expiration_ts: float | None) -> TaskResult:
-    """The run missed its updates: KILLED if a kill was pending, else BOT_DIED or a new try.
+def allowed_retries(request: TaskRequest, result: TaskResult) -> int:
+    """How many times a run lost with its bot is retried: the request's count,
+    at least once for an idempotent slice (running it again is harmless)."""
+    idempotent = request.slices[result.current_slice].properties.idempotent
+    return min(max(request.max_retries, 1 if idempotent else 0), MAX_TRIES - 1)
 
-    With `retry_expiration_ts` the task goes back to its queue for another try.
+
+def bot_died(result: TaskResult, request: TaskRequest, *, now: float) -> TaskResult:
+    """The run missed its updates: KILLED if a kill was pending, else a new try or BOT_DIED.
+
+    A run stopped for a restart is queued again whatever its retries; other
+    runs are retried while `allowed_retries` says so.
     """
     if result.killing:
-        return _end(result, TaskState.KILLED, now, exit_code=-1, failure=True)
-    if retry_expiration_ts is not None:
-        return requeue(result, now=now, expiration_ts=retry_expiration_ts)
+        killed = _end(result, TaskState.KILLED, now, exit_code=-1, failure=True)
+        return settle_restart(killed, request, now=now)
+    if result.try_number <= allowed_retries(request, result):
+        return requeue(result, request, now=now)
     return _end(
         result,
         TaskState.BOT_DIED,
@@ -221,8 +248,12 @@ def bot_died(result: TaskResult, *, now: float, retry_expiration_ts: float | Non
     )
 
 
-def requeue(result: TaskResult, *, now: float, expiration_ts: float) -> TaskResult:
-    """The task goes back to its queue for a new try (a restart, or a retry after BOT_DIED)."""
+def requeue(result: TaskResult, request: TaskRequest, *, now: float) -> TaskResult:
+    """The task goes back to its queue for a new try (a restart, or a retry after BOT_DIED).
+
+    It waits on the slice it ran, for that slice's own expiration_secs from
+    now: the cumulative deadline of its creation may be long past.
+    """
     return dataclasses.replace(
         result,
         state=TaskState.PENDING,
@@ -230,12 +261,13 @@ def requeue(result: TaskResult, *, now: float, expiration_ts: float) -> TaskResu
         bot_dimensions={},
         started_ts=None,
         completed_ts=None,
+        abandoned_ts=None,
         dead_after_ts=None,
         reserved_until=None,
         killing=False,
         restarting=False,
         paused=False,
-        expiration_ts=expiration_ts,
+        expiration_ts=now + request.slices[result.current_slice].expiration_secs,
         modified_ts=now,
     )
 
@@ -248,8 +280,8 @@ def pause(result: TaskResult, *, now: float) -> TaskResult | None:
 
 
 def resume(result: TaskResult, *, now: float) -> TaskResult | None:
-    """Resumes a paused task; None if it is not paused."""
-    if not result.paused:
+    """Resumes a paused task; None if it is not paused, or has ended (a final record stays)."""
+    if not result.paused or not result.state.is_active:
         return None
     return dataclasses.replace(result, paused=False, modified_ts=now)
 
@@ -260,11 +292,26 @@ def restart(result: TaskResult, *, now: float) -> TaskResult | None:
     A run the bot has not confirmed yet is released at once; a confirmed one
     is asked to stop, and its end puts the task back in its queue.
     """
-    if result.state is not TaskState.RUNNING or result.restarting:
+    if result.state is not TaskState.RUNNING or result.restarting or is_out_of_tries(result):
         return None
     if result.reserved_until is not None:
-        return dataclasses.replace(release(result, now=now), paused=False)
+        # A restart wins over an earlier cancel: the task runs again.
+        return dataclasses.replace(_unreserve(result, now=now), paused=False)
     return dataclasses.replace(result, killing=True, restarting=True, modified_ts=now)
+
+
+def is_out_of_tries(result: TaskResult) -> bool:
+    """True when a restart would need a try past MAX_TRIES, which no run ID can carry.
+
+    A run ID's last hex digit is its try number (PROTOCOL.md 4.2). An
+    unconfirmed run gives its try back when released, so only a confirmed
+    run of the last try is out of tries.
+    """
+    return (
+        result.state is TaskState.RUNNING
+        and result.reserved_until is None
+        and result.try_number >= MAX_TRIES
+    )
 
 
 def reprioritize(result: TaskResult, *, now: float, priority: int) -> TaskResult | None:
@@ -274,10 +321,10 @@ def reprioritize(result: TaskResult, *, now: float, priority: int) -> TaskResult
     return dataclasses.replace(result, priority=priority, modified_ts=now)
 
 
-def settle_restart(result: TaskResult, *, now: float, expiration_ts: float) -> TaskResult:
+def settle_restart(result: TaskResult, request: TaskRequest, *, now: float) -> TaskResult:
     """A run stopped for a restart ends by queueing the task again, not in a final state."""
     if result.restarting and not result.state.is_active:
-        return requeue(result, now=now, expiration_ts=expiration_ts)
+        return requeue(result, request, now=now)
     return result
 
 

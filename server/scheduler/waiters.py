@@ -2,8 +2,9 @@
 
 A held poll registers one event under each queue key it can serve; creating
 or re-queueing a task notifies its queue, which wakes exactly the polls that
-could take it. Across server processes nobody notifies, so a held poll also
-re-checks the Store at a short interval (DESIGN.md 6).
+could take it. Across server processes nobody notifies, so each replica
+re-checks the Store for the queues its polls wait on at a short interval
+and notifies those with work (server/replicas.py, DESIGN.md 6).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class PollWaiters:
                     waiters.discard(event)
                     if not waiters:
                         del self._waiting[key]
+
+    def queue_keys(self) -> set[str]:
+        """The keys polls wait on now (NEW_QUEUE included when any poll waits)."""
+        return set(self._waiting)
 
     @property
     def held(self) -> int:

@@ -14,11 +14,13 @@ from typing import Any, Protocol
 
 from server.errors import Conflict
 from server.model import (
+    ApiToken,
     Bot,
     BotEvent,
     BotQuery,
     Page,
     Queue,
+    SigningKey,
     TaskQuery,
     TaskReport,
     TaskRequest,
@@ -96,6 +98,7 @@ class Store(Protocol):
 
         If `request.request_uuid` is set and a task with the same uuid exists,
         stores nothing and returns (existing result, False); else (result, True).
+        Raises Conflict, storing nothing, when a task with this ID exists.
         """
         ...
 
@@ -130,6 +133,15 @@ class Store(Protocol):
         and returns the record to store (or None to skip it); the first one
         returned is written as by `update_result` and returned. Two concurrent
         calls never get the same task.
+        """
+        ...
+
+    async def queues_with_work(self, queue_keys: Sequence[str], now: float) -> set[str]:
+        """Returns the keys of `queue_keys` whose queue holds a candidate of claim_next.
+
+        A candidate is a queued task whose `expiration_ts` is after `now`. A
+        replica asks this for the queues its held polls wait on, so that a
+        task another replica queued wakes them (server/scheduler/replicas.py).
         """
         ...
 
@@ -200,4 +212,44 @@ class Store(Protocol):
 
     async def output_size(self, run_id: str) -> int:
         """Returns the output's size: the end of the furthest write."""
+        ...
+
+    # Signing keys of minted tokens (server/auth/keyring.py), shared by replicas.
+
+    async def list_signing_keys(self, purpose: str) -> list[SigningKey]:
+        """Returns the stored keys of `purpose`, oldest `active_ts` first (ties by key ID)."""
+        ...
+
+    async def add_signing_key(self, key: SigningKey, *, after: str) -> SigningKey:
+        """Adds `key` as the newest key of its purpose, unless another writer got there first.
+
+        Compare-and-set on the newest key: `key` is stored only if the stored
+        key of `key.purpose` with the latest `active_ts` is the one named
+        `after` ("" when the caller saw none), or if none is stored. Returns the newest key after
+        the call: `key` when it was stored, else the one that is newest now
+        (so two replicas rotating at once end up with one new key). Keys of
+        the purpose whose `expires_ts` is before `key.created_ts` are deleted
+        in the same operation. A key ID already stored is never replaced.
+        """
+        ...
+
+    # API tokens (server/auth/tokens.py), kept by digest: a stored token cannot be used.
+
+    async def add_api_token(self, token: ApiToken) -> None:
+        """Stores a new token. Raises Conflict if a token with its `token_id` exists."""
+        ...
+
+    async def get_api_token(self, token_id: str) -> ApiToken | None:
+        """Returns the token with this ID, revoked or not, or None."""
+        ...
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        """Returns every token, revoked ones included, oldest `created_ts` first (ties by ID)."""
+        ...
+
+    async def revoke_api_token(self, token_id: str, now: float) -> ApiToken | None:
+        """Marks the token revoked at `now`; returns the stored record, None if unknown.
+
+        Atomic and idempotent: revoking a revoked token keeps its first `revoked_ts`.
+        """
         ...

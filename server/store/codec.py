@@ -27,10 +27,19 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from server.model import Bot, BotEvent, Queue, TaskReport, TaskRequest, TaskResult
+from server.model import (
+    ApiToken,
+    Bot,
+    BotEvent,
+    Queue,
+    SigningKey,
+    TaskReport,
+    TaskRequest,
+    TaskResult,
+)
 
 # The records a Store persists; nested ones (TaskSlice, ...) come along.
-Record = TaskRequest | TaskResult | Bot | BotEvent | Queue | TaskReport
+Record = TaskRequest | TaskResult | Bot | BotEvent | Queue | TaskReport | SigningKey | ApiToken
 R = TypeVar("R", bound=Record)
 
 # Converts one value; None where the value needs no conversion.

@@ -29,6 +29,8 @@ Entities (kind: key name; indexed properties; unindexed ones):
 - Output: run_id; -; size. OutputChunk: "<run_id>/<index>"; -; data.
 - TaskReportLog: task_id; -; count. TaskReport: "<task_id>/<n>"; -; data.
   TaskReportKey: "<task_id, %-quoted>/<key>"; -; - (a keyed report was added).
+- SigningKeyring: purpose; -; keys (server/store/datastore_keys.py).
+- ApiToken: token_id; -; data (server/store/datastore_tokens.py).
 
 No entity has a parent: nothing needs an ancestor query, and one root per
 entity keeps writes to different records independent. Transactions make
@@ -54,18 +56,20 @@ import asyncio
 import concurrent.futures
 import functools
 import json
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
-from server import errors
 from server.clock import Clock, SystemClock
 from server.model import (
+    ApiToken,
     Bot,
     BotEvent,
     BotQuery,
     Page,
     Queue,
+    SigningKey,
     TaskQuery,
     TaskReport,
     TaskRequest,
@@ -74,9 +78,12 @@ from server.model import (
 from server.store import (
     codec,
     datastore_bots,
+    datastore_keys,
     datastore_output,
     datastore_reports,
     datastore_tasks,
+    datastore_tokens,
+    rules,
 )
 from server.store import datastore_client as dc
 from server.store import datastore_task_queries as task_queries
@@ -85,10 +92,6 @@ from server.store import datastore_task_queries as task_queries
 # one RPC (a few ms to tens of ms); past this, calls queue for a thread and
 # polls and API calls slow down instead of the replica opening ever more RPCs.
 MAX_WORKERS = 32
-
-# Expired poll replies deleted per put_poll_reply: bounds the work a put does
-# while still outpacing the rate replies are added.
-POLL_REPLY_PURGE_BATCH = 100
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -108,19 +111,25 @@ class DatastoreStore:
             max_workers=max_workers, thread_name_prefix="datastore"
         )
         self._closed = False
+        # Queues read so far: a queue record never changes once recorded.
+        self._queues: dict[str, Queue] = {}
+        self._queues_lock = threading.Lock()
+        self._claims = datastore_tasks.ClaimsInFlight()
 
     @classmethod
     async def open(
         cls,
-        project: str,
+        project: str | None,
         *,
         namespace: str | None = None,
+        database: str | None = None,
         clock: Clock | None = None,
         client: Any = None,
         max_workers: int = MAX_WORKERS,
     ) -> DatastoreStore:
-        """Opens the store of `project`'s database, in `namespace` (None: the default one).
+        """Opens the store of `project`'s `database`, in `namespace` (None: the default ones).
 
+        A project of None is found from the environment (datastore_client.connect).
         With DATASTORE_EMULATOR_HOST set, the emulator there is used (the
         client library reads the variable and uses anonymous credentials);
         else Application Default Credentials. A `client` passed in is used
@@ -131,7 +140,7 @@ class DatastoreStore:
         owns_client = client is None
         if client is None:
             # Finding credentials may read files or ask a metadata server.
-            client = await asyncio.to_thread(dc.connect, project, namespace)
+            client = await asyncio.to_thread(dc.connect, project, namespace, database)
         return cls(client, clock or SystemClock(), owns_client=owns_client, max_workers=max_workers)
 
     @property
@@ -217,7 +226,8 @@ class DatastoreStore:
             client, dc.POLL_REPLY, ("expires_ts", "<", self._clock.now()), keys_only=True
         )
         # One commit puts the reply and purges; a commit may not touch a key twice.
-        stale = [e.key for e in expired.fetch(limit=POLL_REPLY_PURGE_BATCH) if e.key.name != name]
+        purged = expired.fetch(limit=rules.POLL_REPLY_PURGE_BATCH)
+        stale = [e.key for e in purged if e.key.name != name]
 
         def write() -> None:
             batch = client.batch()
@@ -253,7 +263,19 @@ class DatastoreStore:
         return dc.run_transaction(client, work)
 
     def _list_queues(self) -> list[Queue]:
-        queues = [dc.load(Queue, e) for e in dc.query(self._client, dc.QUEUE).fetch()]
+        # Every replica lists the queues every few seconds (to learn of the
+        # ones others created): a keys-only query is cheap, and only the
+        # queues this store has not read before are looked up.
+        client = self._client
+        listed = dc.query(client, dc.QUEUE, keys_only=True).fetch()
+        with self._queues_lock:
+            unknown = [e.key for e in listed if e.key.name not in self._queues]
+        for start in range(0, len(unknown), dc.LOOKUP_BATCH):
+            found = dc.get_multi(client, unknown[start : start + dc.LOOKUP_BATCH])
+            with self._queues_lock:
+                self._queues.update((q.key, q) for q in (dc.load(Queue, e) for e in found.values()))
+        with self._queues_lock:
+            queues = list(self._queues.values())
         return sorted(queues, key=lambda q: (q.created_ts, q.key))
 
     # Tasks.
@@ -298,7 +320,20 @@ class DatastoreStore:
         """
         if not queue_keys:
             return None
-        return await self._call(datastore_tasks.claim_next, self._client, queue_keys, now, assign)
+        return await self._call(
+            datastore_tasks.claim_next, self._client, queue_keys, now, assign, self._claims
+        )
+
+    async def queues_with_work(self, queue_keys: Sequence[str], now: float) -> set[str]:
+        """Returns the keys of `queue_keys` whose queue holds a candidate of claim_next.
+
+        One small query per queue, run side by side in the store's threads.
+        """
+        keys = sorted(set(queue_keys))
+        found = await asyncio.gather(
+            *(self._call(datastore_tasks.has_heads, self._client, key, now) for key in keys)
+        )
+        return {key for key, has_work in zip(keys, found, strict=True) if has_work}
 
     async def queue_position(self, result: TaskResult) -> int:
         """Counts the tasks ahead of `result` in its queue; 0 when it is not queued."""
@@ -345,20 +380,46 @@ class DatastoreStore:
         Bytes past MAX_OUTPUT_SIZE are dropped, but the size still grows to
         the cap. An empty write changes nothing.
         """
-        if offset < 0:
-            raise errors.InvalidRequest(f"output offset {offset} is negative")
+        rules.check_output_write(offset)
         if data:
             await self._call(datastore_output.write, self._client, run_id, offset, bytes(data))
 
     async def read_output(self, run_id: str, offset: int = 0, length: int = -1) -> bytes:
         """Reads output; holes read as zero bytes; length -1 reads to the end."""
-        if offset < 0 or length < -1:
-            raise errors.InvalidRequest(f"cannot read {length} bytes at offset {offset}")
+        rules.check_output_read(offset, length)
         return await self._call(datastore_output.read, self._client, run_id, offset, length)
 
     async def output_size(self, run_id: str) -> int:
         """Returns the output's size: the end of the furthest write."""
         return await self._call(datastore_output.size, self._client, run_id)
+
+    # Signing keys.
+
+    async def list_signing_keys(self, purpose: str) -> list[SigningKey]:
+        """Returns the stored keys of `purpose`, oldest `active_ts` first."""
+        return await self._call(datastore_keys.list_keys, self._client, purpose)
+
+    async def add_signing_key(self, key: SigningKey, *, after: str) -> SigningKey:
+        """Adds `key` if the newest key of its purpose is `after`; returns the newest key."""
+        return await self._call(datastore_keys.add_key, self._client, key, after)
+
+    # API tokens.
+
+    async def add_api_token(self, token: ApiToken) -> None:
+        """Stores a new token. Raises Conflict if a token with its `token_id` exists."""
+        await self._call(datastore_tokens.add, self._client, token)
+
+    async def get_api_token(self, token_id: str) -> ApiToken | None:
+        """Returns the token with this ID, revoked or not, or None."""
+        return await self._call(datastore_tokens.get, self._client, token_id)
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        """Returns every token, oldest first."""
+        return await self._call(datastore_tokens.list_all, self._client)
+
+    async def revoke_api_token(self, token_id: str, now: float) -> ApiToken | None:
+        """Marks the token revoked at `now` unless it is already; None if unknown."""
+        return await self._call(datastore_tokens.revoke, self._client, token_id, now)
 
 
 def _reply_name(bot_id: str, request_uuid: str) -> str:

@@ -32,6 +32,7 @@ from server.store.datastore_client import (
     retry_write,
     sortable,
 )
+from server.store.rules import check_limit, page
 
 
 def dimension_token(dim_key: str, value: str) -> str:
@@ -64,7 +65,7 @@ def list_bots(client: Any, bot_query: BotQuery) -> Page[Bot]:
     merges from built-in indexes; alternatives and liveness are checked on
     the bots it returns.
     """
-    _check_limit(bot_query.limit)
+    check_limit(bot_query.limit)
     filters: list[tuple[str, str, Any]] = []
     alternatives: list[set[str]] = []
     for dim_key, value in bot_query.dimensions:
@@ -96,9 +97,12 @@ def list_bots(client: Any, bot_query: BotQuery) -> Page[Bot]:
         found.append(entity)
         if len(found) > bot_query.limit:
             break
-    more = len(found) > bot_query.limit
-    items = [load(Bot, e) for e in found[: bot_query.limit]]
-    return Page(items=items, cursor=encode_cursor("bots", items[-1].bot_id) if more else "")
+    return page(
+        found,
+        bot_query.limit,
+        lambda e: encode_cursor("bots", str(e.key.name)),
+        lambda e: load(Bot, e),
+    )
 
 
 def add_bot_event(client: Any, event: BotEvent) -> None:
@@ -116,7 +120,7 @@ def add_bot_event(client: Any, event: BotEvent) -> None:
 
 def list_bot_events(client: Any, bot_id: str, limit: int, cursor: str) -> Page[BotEvent]:
     """Lists a bot's events newest first: one query on the (bot_id, __key__ desc) index."""
-    _check_limit(limit)
+    check_limit(limit)
     filters: list[tuple[str, str, Any]] = [("bot_id", "=", bot_id)]
     if cursor:
         (before,) = decode_cursor("bot_events", cursor, str)
@@ -124,19 +128,13 @@ def list_bot_events(client: Any, bot_id: str, limit: int, cursor: str) -> Page[B
             raise errors.InvalidRequest(f"cursor {cursor!r} belongs to another bot's events")
         filters.append(("__key__", "<", key(client, BOT_EVENT, before)))
     events = query(client, BOT_EVENT, *filters, order=["-__key__"])
-    found = list(events.fetch(limit=limit + 1))
-    more = len(found) > limit
-    found = found[:limit]
-    return Page(
-        items=[load(BotEvent, e) for e in found],
-        cursor=encode_cursor("bot_events", str(found[-1].key.name)) if more else "",
+    return page(
+        list(events.fetch(limit=limit + 1)),
+        limit,
+        lambda e: encode_cursor("bot_events", str(e.key.name)),
+        lambda e: load(BotEvent, e),
     )
 
 
 def _tokens(dimensions: BotDimensions) -> set[str]:
     return {dimension_token(k, v) for k, values in dimensions.items() for v in values}
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise errors.InvalidRequest(f"page limit {limit} is not positive")

@@ -53,6 +53,9 @@ ATTEMPTS = 5
 BACKOFF_BASE_SECS = 0.02
 BACKOFF_MAX_SECS = 0.5
 
+# Keys per lookup (Datastore takes at most 1000 in one).
+LOOKUP_BATCH = 500
+
 T = TypeVar("T")
 R = TypeVar("R", bound=codec.Record)
 
@@ -61,14 +64,16 @@ class Contention(errors.Unavailable):
     """Too many concurrent writes to the same records, try again."""
 
 
-def connect(project: str, namespace: str | None) -> Any:
-    """Returns a client of `project`'s default database, in `namespace`.
+def connect(project: str | None, namespace: str | None, database: str | None = None) -> Any:
+    """Returns a client of `project`'s `database` (None: the default one), in `namespace`.
 
     The library reads DATASTORE_EMULATOR_HOST itself: when it is set, the
     client talks to that emulator with anonymous credentials (it refuses
-    explicit ones then), else it finds Application Default Credentials.
+    explicit ones then), else it finds Application Default Credentials. A
+    project of None is found the library's way: $DATASTORE_DATASET,
+    $GOOGLE_CLOUD_PROJECT, then the credentials' own project.
     """
-    return datastore.Client(project=project, namespace=namespace)
+    return datastore.Client(project=project, namespace=namespace, database=database)
 
 
 def close(client: Any) -> None:

@@ -2,12 +2,11 @@
 # (google-cloud-datastore leaves its functions unannotated; see datastore_client.)
 """Task output in the Datastore backend: bytes addressed by run ID and offset.
 
-Output is kept in OUTPUT_CHUNK_SIZE chunks, OutputChunk entities named
-"<run_id>/<index>", each stored only up to its last written byte, so a hole
-(a range never written) costs nothing and reads as zeros. The Output entity
-named after the run holds the size: the end of the furthest write. Chunk
-keys are computed, never queried, so reads are lookups. Functions here
-block: DatastoreStore runs them in its worker threads.
+Output is kept in chunks (server/store/chunks.py), OutputChunk entities
+named "<run_id>/<index>"; the Output entity named after the run holds the
+size: the end of the furthest write. Chunk keys are computed, never
+queried, so reads are lookups. Functions here block: DatastoreStore runs
+them in its worker threads.
 """
 
 from __future__ import annotations
@@ -15,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from server.store.base import MAX_OUTPUT_SIZE, OUTPUT_CHUNK_SIZE
+from server.store import chunks
+from server.store.chunks import Piece
 from server.store.datastore_client import (
     OUTPUT,
     OUTPUT_CHUNK,
@@ -30,9 +30,6 @@ from server.store.datastore_client import (
 # several transactions, each atomic and each safe to repeat.
 CHUNKS_PER_COMMIT = 16
 
-# (chunk index, offset in the chunk, bytes to put there)
-Piece = tuple[int, int, bytes]
-
 
 def write(client: Any, run_id: str, offset: int, data: bytes) -> None:
     """Overlays `data` at `offset`, dropping bytes past MAX_OUTPUT_SIZE.
@@ -42,35 +39,28 @@ def write(client: Any, run_id: str, offset: int, data: bytes) -> None:
     group of chunks is a read-modify-write in a transaction, so concurrent
     writes to one chunk never lose each other's bytes.
     """
-    end = min(offset + len(data), MAX_OUTPUT_SIZE)
-    pieces = _split(offset, data[: max(0, end - offset)])
+    end, pieces = chunks.split(offset, data)
     step = CHUNKS_PER_COMMIT
     # Even a write whose bytes were all dropped commits once, to grow the size.
     groups = [pieces[i : i + step] for i in range(0, len(pieces), step)] or [[]]
     for number, group in enumerate(groups, 1):
-        group_end = end if number == len(groups) else _end_of(group[-1])
+        group_end = end if number == len(groups) else chunks.end_of(group[-1])
         run_transaction(client, _group_writer(client, run_id, group, group_end))
 
 
 def read(client: Any, run_id: str, offset: int, length: int) -> bytes:
     """Reads up to `length` bytes at `offset` (-1: to the end); holes read as zeros."""
-    end = size(client, run_id)
-    if length >= 0:
-        end = min(end, offset + length)
-    if offset >= end:
+    wanted = chunks.span(size(client, run_id), offset, length)
+    if wanted is None:
         return b""
-    first, last = offset // OUTPUT_CHUNK_SIZE, (end - 1) // OUTPUT_CHUNK_SIZE
-    buf = bytearray((last - first + 1) * OUTPUT_CHUNK_SIZE)
-    for start in range(first, last + 1, CHUNKS_PER_COMMIT):
-        indexes = range(start, min(last + 1, start + CHUNKS_PER_COMMIT))
-        found = get_multi(client, [_chunk_key(client, run_id, i) for i in indexes])
-        for entity in found.values():
-            index = int(str(entity.key.name).rsplit("/", 1)[1])
-            chunk = bytes(entity["data"])
-            at = (index - first) * OUTPUT_CHUNK_SIZE
-            buf[at : at + len(chunk)] = chunk
-    start = offset - first * OUTPUT_CHUNK_SIZE
-    return bytes(buf[start : start + end - offset])
+    found: list[tuple[int, bytes]] = []
+    for start in range(wanted.first, wanted.last + 1, CHUNKS_PER_COMMIT):
+        indexes = range(start, min(wanted.last + 1, start + CHUNKS_PER_COMMIT))
+        entities = get_multi(client, [_chunk_key(client, run_id, i) for i in indexes])
+        found.extend(
+            (int(str(e.key.name).rsplit("/", 1)[1]), bytes(e["data"])) for e in entities.values()
+        )
+    return chunks.assemble(wanted, found)
 
 
 def size(client: Any, run_id: str) -> int:
@@ -88,7 +78,7 @@ def _group_writer(client: Any, run_id: str, pieces: list[Piece], end: int) -> Ca
         found = get_multi(client, [size_key, *chunk_keys], tx)
         for (index, start, piece), chunk_key in zip(pieces, chunk_keys, strict=True):
             old = bytes(found[chunk_key]["data"]) if chunk_key in found else b""
-            new = old[:start].ljust(start, b"\0") + piece + old[start + len(piece) :]
+            new = chunks.overlay(old, start, piece)
             # Rewriting the same bytes (a retried upload) writes nothing.
             if new != old:
                 name = _chunk_name(run_id, index)
@@ -98,24 +88,6 @@ def _group_writer(client: Any, run_id: str, pieces: list[Piece], end: int) -> Ca
             tx.put(make_entity(client, OUTPUT, run_id, {}, {"size": end}))
 
     return work
-
-
-def _split(offset: int, data: bytes) -> list[Piece]:
-    """Cuts a write into the pieces that fall in each chunk."""
-    pieces: list[Piece] = []
-    pos, view = offset, memoryview(data)
-    while view:
-        index, start = divmod(pos, OUTPUT_CHUNK_SIZE)
-        piece = view[: OUTPUT_CHUNK_SIZE - start]
-        pieces.append((index, start, bytes(piece)))
-        pos += len(piece)
-        view = view[len(piece) :]
-    return pieces
-
-
-def _end_of(piece: Piece) -> int:
-    index, start, data = piece
-    return index * OUTPUT_CHUNK_SIZE + start + len(data)
 
 
 def _chunk_name(run_id: str, index: int) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from server.model import TaskReport, merge_reports
 from server.store import codec
 from server.store.datastore_client import (
+    LOOKUP_BATCH,
     TASK_REPORT,
     TASK_REPORT_KEY,
     TASK_REPORT_LOG,
@@ -29,9 +30,6 @@ from server.store.datastore_client import (
     make_entity,
     run_transaction,
 )
-
-# Reports read per lookup (Datastore takes at most 1000 keys in one).
-LOOKUP_BATCH = 500
 
 
 def add(client: Any, task_id: str, report: TaskReport, report_key: str) -> None:

@@ -15,12 +15,12 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from server import errors
 from server.model import Page, TaskQuery, TaskResult
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
 from server.store.datastore_client import TASK_RESULT, load, query, sortable
 from server.store.datastore_tasks import order_key
+from server.store.rules import check_limit, page
 
 
 def queue_position(client: Any, result: TaskResult) -> int:
@@ -81,8 +81,7 @@ def list_tasks(client: Any, task_query: TaskQuery) -> Page[TaskResult]:
     states are one query each, merged here (Datastore's IN is not in the
     emulator, and would need the same merge on its side).
     """
-    if task_query.limit < 1:
-        raise errors.InvalidRequest(f"page limit {task_query.limit} is not positive")
+    check_limit(task_query.limit)
     upper: str | None = None
     if task_query.cursor:
         created_ts, task_id = decode_cursor("tasks", task_query.cursor, float, str)
@@ -106,13 +105,11 @@ def list_tasks(client: Any, task_query: TaskQuery) -> Page[TaskResult]:
     states: list[int | None] = [*sorted(s.value for s in task_query.states)] or [None]
     streams = [_newest_first(client, filters, state, task_query.limit + 1) for state in states]
     merged = heapq.merge(*streams, key=lambda e: str(e["order_key"]), reverse=True)
-    entities = list(itertools.islice(merged, task_query.limit + 1))
-    items = [load(TaskResult, e) for e in entities[: task_query.limit]]
-    more = len(entities) > task_query.limit
-    last = items[-1] if items else None
-    return Page(
-        items=items,
-        cursor=encode_cursor("tasks", last.created_ts, last.task_id) if more and last else "",
+    return page(
+        list(itertools.islice(merged, task_query.limit + 1)),
+        task_query.limit,
+        _cursor_after,
+        lambda e: load(TaskResult, e),
     )
 
 
@@ -132,6 +129,12 @@ def _newest_first(
         filters = [*filters, ("state", "=", state)]
     listing = query(client, TASK_RESULT, *filters, order=["-order_key"])
     return iter(listing.fetch(limit=limit))
+
+
+def _cursor_after(entity: Any) -> str:
+    """The cursor resuming a listing after this result: its (created_ts, task_id)."""
+    result = load(TaskResult, entity)
+    return encode_cursor("tasks", result.created_ts, result.task_id)
 
 
 def _count(entities: Iterable[Any]) -> int:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import threading
 from collections.abc import Callable, Iterator, Sequence, Set
 from typing import Any
 
 from server import errors
 from server.model import TaskRequest, TaskResult
 from server.store import codec
-from server.store.base import StaleWrite
 from server.store.datastore_client import (
     TASK_REQUEST,
     TASK_REQUEST_UUID,
@@ -34,15 +34,14 @@ from server.store.datastore_client import (
     run_transaction,
     sortable,
 )
-
-# Backend-independent rules (which deadline is next, which results dedup may
-# reuse); they live beside the SQLite backend, which had them first.
-from server.store.sqlite_results import due_ts, reusable_hash
-
-# Queue entries read per query in claim_next. Most polls take the first head,
-# so a small batch keeps a poll at one short query per queue; a bot whose
-# `assign` declines many candidates reads further batches.
-CLAIM_BATCH = 8
+from server.store.rules import (
+    CLAIM_BATCH,
+    check_new_task,
+    claimed,
+    due_ts,
+    next_version,
+    reusable_hash,
+)
 
 # Transaction runs spent on one claim candidate before moving on to the next:
 # a candidate that keeps colliding is being taken by another claimer.
@@ -94,8 +93,7 @@ def create_task(client: Any, request: TaskRequest, result: TaskResult) -> tuple[
     Returns (existing result, False) when the request_uuid is taken, else
     (result, True). Raises Conflict if a task with this ID exists.
     """
-    if request.task_id != result.task_id:
-        raise ValueError(f"request {request.task_id} with result {result.task_id}")
+    check_new_task(request, result)
     request_key = key(client, TASK_REQUEST, request.task_id)
     result_key = key(client, TASK_RESULT, result.task_id)
     uuid_key = (
@@ -161,14 +159,42 @@ def update_result(client: Any, result: TaskResult) -> TaskResult:
         entity = client.get(result_key, transaction=tx)
         if entity is None:
             raise errors.TaskNotFound(result.task_id)
-        version = int(entity["version"])
-        if version != result.version:
-            raise StaleWrite(f"task {result.task_id} is at version {version}, not {result.version}")
-        stored = dataclasses.replace(result, version=version + 1)
+        version = next_version(result.task_id, int(entity["version"]), result.version)
+        stored = dataclasses.replace(result, version=version)
         tx.put(result_entity(client, stored))
         return stored
 
     return run_transaction(client, work)
+
+
+class ClaimsInFlight:
+    """The candidates the claims of one store are trying at this moment.
+
+    Polls arrive in bursts, and every claimer reads the same queue heads:
+    if all of them tried the first head, all but one would collide (a
+    Datastore transaction that collides waits, then aborts), so a burst of
+    N claims would cost N² transactions. Instead a claimer passes over a
+    candidate that another claim of the same replica is trying, and comes
+    back to it only if it has nothing else. Claims of other replicas still
+    collide, which the transaction settles.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._trying: set[str] = set()
+
+    def take(self, task_id: str) -> bool:
+        """Marks `task_id` as being tried; False if another claim is trying it."""
+        with self._lock:
+            if task_id in self._trying:
+                return False
+            self._trying.add(task_id)
+            return True
+
+    def release(self, task_id: str) -> None:
+        """Marks `task_id` as no longer being tried."""
+        with self._lock:
+            self._trying.discard(task_id)
 
 
 def claim_next(
@@ -176,26 +202,53 @@ def claim_next(
     queue_keys: Sequence[str],
     now: float,
     assign: Callable[[TaskResult], TaskResult | None],
+    in_flight: ClaimsInFlight | None = None,
 ) -> TaskResult | None:
     """Hands the best dispatchable task of `queue_keys` to `assign`, atomically.
 
     Reads only the heads of the queues, merged best first, outside any
     transaction; then re-reads each candidate in a transaction and writes
     it with a compare-and-set, since another claimer (in this process or
-    another replica) may have taken it meanwhile. `assign` runs in the
-    calling worker thread, and again if the transaction collides: it must
-    be a pure function of the record it gets.
+    another replica) may have taken it meanwhile. Candidates that another
+    claim of `in_flight` is trying come last (see ClaimsInFlight). `assign`
+    runs in the calling worker thread, and again if the transaction
+    collides: it must be a pure function of the record it gets.
     """
     keys = frozenset(queue_keys)
+    in_flight = in_flight or ClaimsInFlight()
     heads = [queue_heads(client, queue, now) for queue in sorted(keys)]
+    passed_over: list[str] = []
     for _priority, _order_key, task_id in heapq.merge(*heads):
-        try:
-            claimed = _claim_candidate(client, task_id, keys, now, assign)
-        except Contention:
+        if not in_flight.take(task_id):
+            passed_over.append(task_id)
             continue
-        if claimed is not None:
+        if claimed := _try_candidate(client, task_id, keys, now, assign, in_flight):
+            return claimed
+    # The other claim may have been declined by its `assign` (another bot).
+    for task_id in passed_over:
+        if in_flight.take(task_id) and (
+            claimed := _try_candidate(client, task_id, keys, now, assign, in_flight)
+        ):
             return claimed
     return None
+
+
+def _try_candidate(
+    client: Any,
+    task_id: str,
+    queue_keys: Set[str],
+    now: float,
+    assign: Callable[[TaskResult], TaskResult | None],
+    in_flight: ClaimsInFlight,
+) -> TaskResult | None:
+    """Claims a candidate taken in `in_flight`, then releases it; None when it cannot."""
+    try:
+        return _claim_candidate(client, task_id, queue_keys, now, assign)
+    except Contention:
+        # Another replica is taking it, or kept writing it: try the next one.
+        return None
+    finally:
+        in_flight.release(task_id)
 
 
 def queue_heads(client: Any, queue: str, now: float) -> Iterator[QueueEntry]:
@@ -220,6 +273,11 @@ def queue_heads(client: Any, queue: str, now: float) -> Iterator[QueueEntry]:
         cursor = batch.next_page_token
 
 
+def has_heads(client: Any, queue: str, now: float) -> bool:
+    """True when the queue holds an unexpired entry: one query of its first batch."""
+    return next(queue_heads(client, queue, now), None) is not None
+
+
 def _claim_candidate(
     client: Any,
     task_id: str,
@@ -240,13 +298,9 @@ def _claim_candidate(
             return None
         if float(entity["expiration_ts"]) <= now:
             return None
-        new = assign(load(TaskResult, entity))
-        if new is None:
-            return None
-        if new.task_id != task_id:
-            raise ValueError(f"assign turned task {task_id} into task {new.task_id}")
-        stored = dataclasses.replace(new, version=int(entity["version"]) + 1)
-        tx.put(result_entity(client, stored))
+        stored = claimed(load(TaskResult, entity), int(entity["version"]), assign)
+        if stored is not None:
+            tx.put(result_entity(client, stored))
         return stored
 
     return run_transaction(client, work, attempts=CLAIM_ATTEMPTS)

@@ -31,19 +31,28 @@ from typing import Any
 from server import errors
 from server.clock import Clock, SystemClock
 from server.model import (
+    ApiToken,
     Bot,
     BotEvent,
     BotQuery,
     Page,
     Queue,
+    SigningKey,
     TaskQuery,
     TaskReport,
     TaskRequest,
     TaskResult,
     merge_reports,
 )
-from server.store import codec, sqlite_bots, sqlite_output, sqlite_schema
-from server.store.base import StaleWrite
+from server.store import (
+    codec,
+    rules,
+    sqlite_bots,
+    sqlite_keys,
+    sqlite_output,
+    sqlite_schema,
+    sqlite_tokens,
+)
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
 from server.store.sqlite_results import (
@@ -53,13 +62,8 @@ from server.store.sqlite_results import (
     queue_position,
     store_result,
 )
-from server.store.sqlite_sql import check_limit as _check_limit
 from server.store.sqlite_sql import marks as _marks
 from server.store.sqlite_sql import where as _where
-
-# Expired poll replies deleted per put_poll_reply: bounds the work a put does
-# while still outpacing the rate replies are added.
-POLL_REPLY_PURGE_BATCH = 100
 
 
 class SqliteStore:
@@ -174,7 +178,7 @@ class SqliteStore:
             db.execute(
                 "DELETE FROM poll_replies WHERE rowid IN (SELECT rowid FROM poll_replies"
                 " WHERE expires_ts < ? LIMIT ?)",
-                (self._clock.now(), POLL_REPLY_PURGE_BATCH),
+                (self._clock.now(), rules.POLL_REPLY_PURGE_BATCH),
             )
 
     # Queues.
@@ -203,8 +207,7 @@ class SqliteStore:
         stores nothing and returns (existing result, False); else (result, True).
         Raises Conflict if a task with this ID exists.
         """
-        if request.task_id != result.task_id:
-            raise ValueError(f"request {request.task_id} with result {result.task_id}")
+        rules.check_new_task(request, result)
         with self._write() as db:
             if request.request_uuid:
                 row = db.execute(
@@ -251,11 +254,8 @@ class SqliteStore:
             if row is None:
                 raise errors.TaskNotFound(result.task_id)
             version, tags = row
-            if version != result.version:
-                raise StaleWrite(
-                    f"task {result.task_id} is at version {version}, not {result.version}"
-                )
-            stored = dataclasses.replace(result, version=version + 1)
+            version = rules.next_version(result.task_id, version, result.version)
+            stored = dataclasses.replace(result, version=version)
             store_result(db, stored, old_tags=tags)
         return stored
 
@@ -280,6 +280,10 @@ class SqliteStore:
                 return claimed
         return None
 
+    async def queues_with_work(self, queue_keys: Sequence[str], now: float) -> set[str]:
+        """Returns the keys of `queue_keys` whose queue holds a candidate of claim_next."""
+        return {key for key in set(queue_keys) if next(queue_heads(self._db, key, now), None)}
+
     async def queue_position(self, result: TaskResult) -> int:
         """Counts the tasks ahead of `result` in its queue; 0 when it is not queued."""
         if not result.is_dispatchable:
@@ -300,7 +304,7 @@ class SqliteStore:
 
         The created range is `created_after <= created_ts < created_before`.
         """
-        _check_limit(query.limit)
+        rules.check_limit(query.limit)
         where: list[str] = []
         args: list[Any] = []
         if query.cursor:
@@ -326,11 +330,11 @@ class SqliteStore:
             " ORDER BY created_ts DESC, task_id DESC LIMIT ?",
             (*args, query.limit + 1),
         ).fetchall()
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        return Page(
-            items=[codec.loads(TaskResult, data) for _, _, data in rows],
-            cursor=encode_cursor("tasks", *rows[-1][:2]) if more else "",
+        return rules.page(
+            rows,
+            query.limit,
+            lambda row: encode_cursor("tasks", row[0], row[1]),
+            lambda row: codec.loads(TaskResult, row[2]),
         )
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:
@@ -366,19 +370,48 @@ class SqliteStore:
         Bytes past MAX_OUTPUT_SIZE are dropped, but the size still grows to
         the cap. An empty write changes nothing.
         """
-        if offset < 0:
-            raise errors.InvalidRequest(f"output offset {offset} is negative")
+        rules.check_output_write(offset)
         if data:
             with self._write() as db:
                 sqlite_output.write(db, run_id, offset, data)
 
     async def read_output(self, run_id: str, offset: int = 0, length: int = -1) -> bytes:
         """Reads output; holes read as zero bytes; length -1 reads to the end."""
-        if offset < 0 or length < -1:
-            raise errors.InvalidRequest(f"cannot read {length} bytes at offset {offset}")
+        rules.check_output_read(offset, length)
         with self._read() as db:
             return sqlite_output.read(db, run_id, offset, length)
 
     async def output_size(self, run_id: str) -> int:
         """Returns the output's size: the end of the furthest write."""
         return sqlite_output.size(self._db, run_id)
+
+    # Signing keys.
+
+    async def list_signing_keys(self, purpose: str) -> list[SigningKey]:
+        """Returns the stored keys of `purpose`, oldest `active_ts` first."""
+        return sqlite_keys.select(self._db, purpose)
+
+    async def add_signing_key(self, key: SigningKey, *, after: str) -> SigningKey:
+        """Adds `key` if the newest key of its purpose is `after`; returns the newest key."""
+        with self._write() as db:
+            return sqlite_keys.add(db, key, after)
+
+    # API tokens.
+
+    async def add_api_token(self, token: ApiToken) -> None:
+        """Stores a new token. Raises Conflict if a token with its `token_id` exists."""
+        with self._write() as db:
+            sqlite_tokens.insert(db, token)
+
+    async def get_api_token(self, token_id: str) -> ApiToken | None:
+        """Returns the token with this ID, revoked or not, or None."""
+        return sqlite_tokens.get(self._db, token_id)
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        """Returns every token, oldest first."""
+        return sqlite_tokens.select_all(self._db)
+
+    async def revoke_api_token(self, token_id: str, now: float) -> ApiToken | None:
+        """Marks the token revoked at `now` unless it is already; None if unknown."""
+        with self._write() as db:
+            return sqlite_tokens.revoke(db, token_id, now)

@@ -10,7 +10,8 @@ from server.model import Bot, BotEvent, BotQuery, Page
 from server.store import codec
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
-from server.store.sqlite_sql import check_limit, marks
+from server.store.rules import check_limit, page
+from server.store.sqlite_sql import marks
 from server.store.sqlite_sql import where as where_clause
 
 
@@ -74,11 +75,11 @@ def select_bots(db: sqlite3.Connection, query: BotQuery) -> Page[Bot]:
         f"SELECT bot_id, data FROM bots {where_clause(where)} ORDER BY bot_id LIMIT ?",
         (*args, query.limit + 1),
     ).fetchall()
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    return Page(
-        items=[codec.loads(Bot, data) for _, data in rows],
-        cursor=encode_cursor("bots", rows[-1][0]) if more else "",
+    return page(
+        rows,
+        query.limit,
+        lambda row: encode_cursor("bots", row[0]),
+        lambda row: codec.loads(Bot, row[1]),
     )
 
 
@@ -94,9 +95,9 @@ def select_events(db: sqlite3.Connection, bot_id: str, limit: int, cursor: str) 
         " ORDER BY ts DESC, id DESC LIMIT ?",
         (*args, limit + 1),
     ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        items=[codec.loads(BotEvent, data) for _, _, data in rows],
-        cursor=encode_cursor("bot_events", *rows[-1][:2]) if more else "",
+    return page(
+        rows,
+        limit,
+        lambda row: encode_cursor("bot_events", row[0], row[1]),
+        lambda row: codec.loads(BotEvent, row[2]),
     )

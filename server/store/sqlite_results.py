@@ -3,54 +3,23 @@
 Every write of a TaskResult goes through `store_result`, which keeps the
 derived rows in step with the record: the `pending` row (present iff the
 result is dispatchable), the tag rows, the `due_ts` deadline that list_due
-reads, and the `reusable_hash` that find_reusable looks up. Helpers of
-server.store.sqlite; the caller owns the transaction.
+reads, and the `reusable_hash` that find_reusable looks up (both derived
+by server.store.rules). Helpers of server.store.sqlite; the caller owns the
+transaction.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Set
 
-from server.model import TaskResult, TaskState
+from server.model import TaskResult
 from server.store import codec
-
-# Queue entries read per index lookup in claim_next. Most polls take the
-# first head, so a small batch keeps a poll at one short range read per
-# queue; a bot whose `assign` skips many candidates reads further batches.
-CLAIM_BATCH = 8
+from server.store.rules import CLAIM_BATCH, claimed, due_ts, reusable_hash
 
 # (priority, created_ts, task_id): a queue's order, best first.
 QueueEntry = tuple[int, float, str]
-
-
-def due_ts(result: TaskResult) -> float | None:
-    """The task's next deadline for the sweeper, or None when it has none.
-
-    A pending task's is its current slice's expiration; a running one's is
-    the earlier of its unconfirmed reservation and its liveness deadline.
-    """
-    if result.state is TaskState.PENDING:
-        return result.expiration_ts
-    if result.state is TaskState.RUNNING:
-        deadlines = [t for t in (result.reserved_until, result.dead_after_ts) if t is not None]
-        return min(deadlines, default=None)
-    return None
-
-
-def reusable_hash(result: TaskResult) -> str | None:
-    """The result's properties_hash if it can be a dedup source (find_reusable), else None."""
-    if (
-        result.state is TaskState.COMPLETED
-        and not result.failure
-        and not result.deduped_from
-        and result.properties_hash
-        and result.completed_ts is not None
-    ):
-        return result.properties_hash
-    return None
 
 
 def store_result(db: sqlite3.Connection, result: TaskResult, old_tags: str | None) -> None:
@@ -158,13 +127,9 @@ def claim_candidate(
     if row is None or row[0] not in queue_keys:
         return None
     _, version, tags, data = row
-    new = assign(codec.loads(TaskResult, data))
-    if new is None:
-        return None
-    if new.task_id != task_id:
-        raise ValueError(f"assign turned task {task_id} into task {new.task_id}")
-    stored = dataclasses.replace(new, version=version + 1)
-    store_result(db, stored, old_tags=tags)
+    stored = claimed(codec.loads(TaskResult, data), version, assign)
+    if stored is not None:
+        store_result(db, stored, old_tags=tags)
     return stored
 
 

@@ -132,6 +132,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # NULL keys never collide: unkeyed reports always append.
         "CREATE UNIQUE INDEX task_reports_by_key ON task_reports (task_id, key)",
     ),
+    (
+        # Keys that sign minted tokens (server/store/sqlite_keys.py).
+        """CREATE TABLE signing_keys (
+            purpose TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            active_ts REAL NOT NULL,
+            expires_ts REAL NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (purpose, key_id))""",
+        "CREATE INDEX signing_keys_by_active ON signing_keys (purpose, active_ts, key_id)",
+    ),
+    (
+        # API tokens by their public ID (server/store/sqlite_tokens.py).
+        """CREATE TABLE api_tokens (
+            token_id TEXT PRIMARY KEY,
+            created_ts REAL NOT NULL,
+            data TEXT NOT NULL)""",
+    ),
 )
 
 

@@ -4,14 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server import errors
-
-
-def check_limit(limit: int) -> None:
-    """Refuses a page limit below 1."""
-    if limit < 1:
-        raise errors.InvalidRequest(f"page limit {limit} is not positive")
-
 
 def marks(values: Sequence[object] | frozenset[object]) -> str:
     """One `?` placeholder per value."""

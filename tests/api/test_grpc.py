@@ -4,53 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
-from aiohttp.test_utils import TestClient
 from google.protobuf import json_format, message
 
-from protos.api import bots_pb2, server_pb2, tasks_pb2
+from protos.api import auth_pb2, bots_pb2, server_pb2, tasks_pb2
 from server.api.transcoder import to_json
-from server.appkeys import GRPC
+from tests.api.conftest import Transports
 from tests.botapi.scripted import ScriptedBot, task_body
-from tests.conftest import ServerFactory, app_of
 
 
-class GrpcClient:
-    """Calls RPCs by name over a gRPC channel."""
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.channel = channel
-
-    async def call(
-        self, service: str, method: str, request: message.Message, reply: type[message.Message]
-    ) -> Any:
-        rpc = self.channel.unary_unary(
-            f"/drover.api.v1.{service}/{method}",
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=reply.FromString,
-        )
-        return await rpc(request, timeout=10)
-
-
-@pytest.fixture
-async def both(make_server: ServerFactory) -> AsyncIterator[tuple[TestClient, GrpcClient]]:  # type: ignore[type-arg]
-    """A server with both transports, and a client for each."""
-    client = await make_server(grpc=True)
-    port = app_of(client)[GRPC].port
-    assert port
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield client, GrpcClient(channel)
-
-
-async def test_same_answers_over_both_transports(
-    both: tuple[TestClient, GrpcClient],  # type: ignore[type-arg]
-) -> None:
+async def test_same_answers_over_both_transports(both: Transports) -> None:
     """A task created over gRPC reads the same over gRPC and HTTP, and so do bots and details."""
-    http, rpc = both
+    http, rpc = both.http, both.rpc
     bot = ScriptedBot(http)
     await bot.handshake()
     body = task_body(["echo", "both"], tags=["via:grpc"])
@@ -84,11 +52,9 @@ async def test_same_answers_over_both_transports(
     assert (await (await http.get(f"/api/v1/tasks/{task_id}")).json())["state"] == "CANCELED"
 
 
-async def test_errors_map_to_grpc_status_codes(
-    both: tuple[TestClient, GrpcClient],  # type: ignore[type-arg]
-) -> None:
+async def test_errors_map_to_grpc_status_codes(both: Transports) -> None:
     """A missing task is NOT_FOUND and an invalid request INVALID_ARGUMENT, with the message."""
-    _, rpc = both
+    rpc = both.rpc
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await rpc.call(
             "Tasks",
@@ -108,11 +74,9 @@ async def test_errors_map_to_grpc_status_codes(
     assert "task_slices" in (invalid.value.details() or "")
 
 
-async def test_stdout_stream_follows_a_running_task_to_its_end(
-    both: tuple[TestClient, GrpcClient],  # type: ignore[type-arg]
-) -> None:
+async def test_stdout_stream_follows_a_running_task_to_its_end(both: Transports) -> None:
     """Both the gRPC stream and the HTTP stream deliver all output, then the final state."""
-    http, rpc = both
+    http, rpc = both.http, both.rpc
     bot = ScriptedBot(http)
     await bot.handshake()
     task_id = (await (await http.post("/api/v1/tasks", json=task_body())).json())["task_id"]
@@ -138,3 +102,117 @@ async def test_stdout_stream_follows_a_running_task_to_its_end(
     lines = [json.loads(line) for line in (await http_stream.text()).splitlines()]
     assert b"".join(base64.b64decode(m["output"]) for m in lines) == b"two\n"
     assert lines[-1]["state"] == "COMPLETED"
+
+
+async def _same(
+    both: Transports,
+    rpc: tuple[str, str, message.Message, type[message.Message]],
+    http: tuple[str, str, Any],
+) -> Any:
+    """Calls one RPC over gRPC and its HTTP route; asserts equal answers, returns the JSON."""
+    over_grpc = to_json(await both.rpc.call(*rpc))
+    status, over_http = await both.fetch(*http)
+    assert status == 200, over_http
+    assert over_grpc == over_http, f"{rpc[0]}.{rpc[1]} differs between transports"
+    return over_http
+
+
+async def test_every_kind_of_rpc_answers_the_same_over_both_transports(both: Transports) -> None:
+    """Reads, results, listings, summaries, batch dry runs and whoami agree across transports."""
+    bot = ScriptedBot(both.http)
+    await bot.handshake()
+    created = (await both.fetch("POST", "/api/v1/tasks", task_body(tags=["rev:7"])))[1]
+    task_id = created["task_id"]
+    run_id = (await bot.poll())["manifest"]["task_id"]
+    await bot.update(run_id, b"hello\n", 0)
+    await both.fetch(
+        "POST", f"/api/v1/tasks/{task_id}/results", {"unit": [{"name": "t", "result": "pass"}]}
+    )
+    both.clock.advance(1)  # newest first needs two creation times
+    pending = (await both.fetch("POST", "/api/v1/tasks", task_body(tags=["rev:7"], wait=True)))[1]
+    one = tasks_pb2.TaskIdRequest(task_id=task_id)
+    selector = tasks_pb2.ListTasksRequest(tags=["rev:7"])
+    t = f"/api/v1/tasks/{task_id}"
+    await _same(
+        both,
+        ("Tasks", "GetRequest", one, tasks_pb2.TaskRequestResponse),
+        ("GET", f"{t}/request", None),
+    )
+    stdout = await _same(
+        both,
+        (
+            "Tasks",
+            "GetStdout",
+            tasks_pb2.TaskStdoutRequest(task_id=task_id),
+            tasks_pb2.TaskStdoutResponse,
+        ),
+        ("GET", f"{t}/stdout", None),
+    )
+    assert base64.b64decode(stdout["output"]) == b"hello\n"
+    await _same(
+        both, ("Tasks", "GetResults", one, tasks_pb2.TaskResults), ("GET", f"{t}/results", None)
+    )
+    listing = await _same(
+        both,
+        ("Tasks", "ListTasks", selector, tasks_pb2.ListTasksResponse),
+        ("GET", "/api/v1/tasks?tags=rev:7", None),
+    )
+    assert [i["task_id"] for i in listing["items"]] == [pending["task_id"], task_id]
+    await _same(
+        both,
+        ("Tasks", "CountTasks", selector, tasks_pb2.CountTasksResponse),
+        ("GET", "/api/v1/tasks:count?tags=rev:7", None),
+    )
+    await _same(
+        both,
+        ("Tasks", "SummarizeTasks", selector, tasks_pb2.TasksSummary),
+        ("GET", "/api/v1/tasks:summary?tags=rev:7", None),
+    )
+    results = await _same(
+        both,
+        ("Tasks", "ListResults", selector, tasks_pb2.SelectorResults),
+        ("GET", "/api/v1/tasks:results?tags=rev:7", None),
+    )
+    assert [r["task_id"] for r in results["items"]] == [pending["task_id"], task_id]
+    await _same(
+        both,
+        (
+            "Tasks",
+            "GetPending",
+            tasks_pb2.TaskIdRequest(task_id=pending["task_id"]),
+            tasks_pb2.PendingResponse,
+        ),
+        ("GET", f"/api/v1/tasks/{pending['task_id']}/pending", None),
+    )
+    dry = await _same(
+        both,
+        (
+            "Tasks",
+            "PauseTasks",
+            tasks_pb2.BatchRequest(tags=["rev:7"], dry_run=True),
+            tasks_pb2.BatchResponse,
+        ),
+        ("POST", "/api/v1/tasks:pause", {"tags": ["rev:7"], "dry_run": True}),
+    )
+    assert dry["task_ids"] == [pending["task_id"], task_id]
+    await _same(
+        both,
+        ("Bots", "GetBot", bots_pb2.BotRequest(bot_id="bot1"), bots_pb2.BotInfo),
+        ("GET", "/api/v1/bots/bot1", None),
+    )
+    await _same(
+        both,
+        (
+            "Bots",
+            "ListBotEvents",
+            bots_pb2.ListBotEventsRequest(bot_id="bot1"),
+            bots_pb2.ListBotEventsResponse,
+        ),
+        ("GET", "/api/v1/bots/bot1/events", None),
+    )
+    me = await _same(
+        both,
+        ("Auth", "WhoAmI", auth_pb2.WhoAmIRequest(), auth_pb2.WhoAmIResponse),
+        ("GET", "/api/v1/whoami", None),
+    )
+    assert me == {"identity": "anonymous", "roles": ["viewer", "scheduler", "admin"], "task_id": ""}

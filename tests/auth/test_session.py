@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -260,39 +259,42 @@ def test_secret_is_not_in_repr() -> None:
     assert "k1" in repr(key)
 
 
-def test_keys_file_is_created_private_and_reused(tmp_path: Path) -> None:
-    """The first load creates a 0600 keys file; the next load reads the same keys."""
-    state = tmp_path / "state"
-    first = SessionKeys.load_or_create(state)
-    path = state / session.KEYS_FILE
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len(first.signing.secret) >= 32
-    second = SessionKeys.load_or_create(state)
-    assert second.key_ids == first.key_ids
-    assert second.signing == first.signing
-    token = session.marshal(make_session(FakeClock()), first)
-    assert session.unmarshal(token, second).bot_id == "bot1"
-    assert list(state.iterdir()) == [path], "no temporary file is left behind"
+def write_keys_file(state_dir: Path, keys: SessionKeys, mode: int = 0o600) -> Path:
+    """Writes the keys file an older server kept in its state directory."""
+    doc = {
+        "keys": [
+            {"id": k.key_id, "secret": base64.b64encode(k.secret).decode("ascii")}
+            for k in keys.keys
+        ]
+    }
+    path = state_dir / session.KEYS_FILE
+    path.write_text(json.dumps(doc))
+    path.chmod(mode)
+    return path
 
 
-def test_rotated_keys_are_saved(tmp_path: Path) -> None:
-    """save after rotate persists every key, the new one still signing, mode 0600."""
-    keys = SessionKeys.load_or_create(tmp_path)
-    keys.rotate()
-    keys.save(tmp_path)
-    reloaded = SessionKeys.load_or_create(tmp_path)
-    assert reloaded.key_ids == keys.key_ids
-    assert reloaded.signing == keys.signing
-    assert stat.S_IMODE((tmp_path / session.KEYS_FILE).stat().st_mode) == 0o600
-
-
-def test_existing_keys_file_is_never_replaced_on_load(tmp_path: Path) -> None:
-    """load_or_create uses a file another process wrote (keys shared between replicas)."""
-    shared = fixed_keys("old", "new")
-    shared.save(tmp_path)
-    loaded = SessionKeys.load_or_create(tmp_path)
-    assert loaded.key_ids == ("old", "new")
+def test_keys_file_of_an_older_server_is_read(tmp_path: Path) -> None:
+    """read_file returns the keys an older server saved, in order, the newest signing."""
+    write_keys_file(tmp_path, fixed_keys("old", "new"))
+    loaded = SessionKeys.read_file(tmp_path)
+    assert loaded is not None
+    assert loaded.keys == fixed_keys("old", "new").keys
     assert loaded.signing.key_id == "new"
+
+
+def test_missing_keys_file_reads_as_none(tmp_path: Path) -> None:
+    """Without a keys file there is nothing to read, and nothing is created."""
+    assert SessionKeys.read_file(tmp_path) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keys_file_readable_by_others_is_flagged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A keys file other users can read is still used, with a warning naming it."""
+    path = write_keys_file(tmp_path, fixed_keys("k1"), mode=0o644)
+    assert SessionKeys.read_file(tmp_path) is not None
+    assert f"{path} is readable by other users" in caplog.text
 
 
 def test_corrupt_keys_file_is_refused(tmp_path: Path) -> None:
@@ -301,8 +303,20 @@ def test_corrupt_keys_file_is_refused(tmp_path: Path) -> None:
     for content in ("not json", json.dumps({"keys": []}), json.dumps({"keys": [{"id": "a"}]})):
         path.write_text(content)
         with pytest.raises(BadKeysFile, match=str(path)):
-            SessionKeys.load_or_create(tmp_path)
+            SessionKeys.read_file(tmp_path)
     assert path.read_text() == json.dumps({"keys": [{"id": "a"}]})
+
+
+def test_adopt_replaces_the_keys_in_place() -> None:
+    """adopt makes the same object verify and sign with another set, and says if it changed."""
+    keys = fixed_keys("a")
+    token = session.marshal(make_session(FakeClock()), fixed_keys("a", "b"))
+    with pytest.raises(BadSessionToken, match="unknown key"):
+        session.unmarshal(token, keys)
+    assert keys.adopt(fixed_keys("a", "b"))
+    assert session.unmarshal(token, keys).bot_id == "bot1"
+    assert keys.signing.key_id == "b"
+    assert not keys.adopt(fixed_keys("a", "b"))
 
 
 def test_expiry_boundaries() -> None:

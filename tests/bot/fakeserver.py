@@ -88,6 +88,10 @@ class FakeServer:
             "must_stop": False,
         }
         self.claim: Callable[[Recorded], dict[str, Any] | Reply] = self._default_claim
+        # oauth_token and id_token; by default the task's account mints nothing.
+        self.tokens: Callable[[Recorded], dict[str, Any] | Reply] = lambda r: {
+            "service_account": "none"
+        }
         self.bot_code: dict[str, bytes] = {}
         self.ping: Reply = (200, "text/plain", b"Server up")
         self.manifests: dict[str, dict[str, Any]] = {}
@@ -201,6 +205,8 @@ class FakeServer:
             answer = self.claim
         elif rec.endpoint == "task_update":
             answer = self.task_update
+        elif rec.endpoint in ("oauth_token", "id_token"):
+            answer = self.tokens
         elif rec.endpoint in ("event", "task_error"):
             answer = {}
         else:

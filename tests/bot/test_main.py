@@ -95,6 +95,18 @@ def test_a_malformed_command_is_reported_and_the_bot_carries_on(
     server.wait_for(lambda r: r.endpoint == "poll" and r.ts > error.ts)
 
 
+def test_why_the_server_keeps_the_bot_idle_is_logged_once_per_change(
+    server: FakeServer, start_bot: StartBot
+) -> None:
+    """A sleep answer's message (a quarantine, a maintenance) reaches the bot's log, once
+    while it stays the same."""
+    idle = {**sleep(0.1), "quarantined": True, "message": "quarantined: flaky disk"}
+    server.polls.extend([idle, idle, idle, sleep(0.1), idle])
+    bot = start_bot()
+    server.wait_for(lambda r: r.endpoint == "poll" and len(server.of("poll")) >= 6)
+    assert bot.log().count("quarantined: flaky disk") == 2, bot.log()
+
+
 def test_terminate_acks_the_task_and_exits(server: FakeServer, start_bot: StartBot) -> None:
     """terminate: task_update {exit_code 0, duration 0}, bot_shutdown, exit code 0."""
     server.polls.append({"cmd": "terminate", "task_id": T1})

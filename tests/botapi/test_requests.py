@@ -139,7 +139,8 @@ async def test_event_is_recorded_and_its_state_quarantines(make_server: ServerFa
 
 
 async def test_quarantined_bot_gets_no_task(make_server: ServerFactory) -> None:
-    """A bot reporting itself quarantined sleeps while a task it could run waits."""
+    """A bot reporting itself quarantined or in maintenance sleeps while a task it could run
+    waits, and both its answer and the API say why."""
     client = await make_server()
     bot = ScriptedBot(client)
     await bot.handshake()
@@ -148,10 +149,18 @@ async def test_quarantined_bot_gets_no_task(make_server: ServerFactory) -> None:
     answer = await bot.poll()
     assert answer["cmd"] == "sleep"
     assert answer["quarantined"] is True
+    assert answer["message"] == "quarantined: broken"
+    info = await (await client.get("/api/v1/bots/bot1")).json()
+    assert info["quarantine_message"] == "broken"
     bot.state = {"running_time": 1, "sleep_streak": 0, "maintenance": "upgrading"}
-    assert (await bot.poll())["cmd"] == "sleep"
+    answer = await bot.poll()
+    assert (answer["cmd"], answer["message"]) == ("sleep", "in maintenance: upgrading")
+    info = await (await client.get("/api/v1/bots/bot1")).json()
+    assert info["maintenance_msg"] == "upgrading"
     bot.state = {"running_time": 1, "sleep_streak": 0}
-    assert (await bot.poll())["cmd"] == "run"
+    answer = await bot.poll()
+    assert answer["cmd"] == "run"
+    assert "message" not in answer
 
 
 async def test_bot_code_serves_the_advertised_digest(make_server: ServerFactory) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
@@ -21,10 +21,16 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def run_drover(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    unset: Sequence[str] = (),
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """Runs `drover ARGS...` to completion and captures its output as text."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DROVER_")}
+    """Runs `drover ARGS...` to completion and captures its output as text.
+
+    `env` adds variables, `unset` removes some of the test's own.
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DROVER_") and k not in unset}
     return subprocess.run(
         [sys.executable, "-m", "server", *args],
         cwd=ROOT,

@@ -48,18 +48,27 @@ def test_bot_shows_details_and_events(cli: Cli, start_bot: Callable[..., BotProc
 def test_admin_controls_change_the_bot(
     drover: DroverServer, cli: Cli, start_bot: Callable[..., BotProcess]
 ) -> None:
-    """quarantine, unquarantine, maintenance and terminate each show in the API's view."""
+    """quarantine, unquarantine, maintenance and terminate each show in the API's view;
+    they need an admin token."""
     start_bot("bot1")
-    run = cli("quarantine", "bot1", "--message", "flaky disk")
+    refused = cli("quarantine", "bot1")
+    assert refused.returncode == 1
+    assert "Bots.QuarantineBot needs the admin role" in refused.stderr
+    made = cli(
+        "token", "create", "--state-dir", str(drover.state_dir), "--name", "op", "--role", "admin"
+    )
+    admin = ("--token", made.stdout.strip())
+    run = cli("quarantine", "bot1", "--message", "flaky disk", *admin)
     assert run.stdout == "bot1: quarantined (flaky disk)\n"
     assert drover.bot("bot1")["quarantine_message"] == "flaky disk"
-    assert cli("unquarantine", "bot1").stdout == "bot1: idle\n"
+    assert cli("unquarantine", "bot1", *admin).stdout == "bot1: idle\n"
     assert drover.bot("bot1")["quarantined"] is False
-    assert cli("maintenance", "bot1", "new disk").stdout == "bot1: maintenance (new disk)\n"
+    run = cli("maintenance", "bot1", "new disk", *admin)
+    assert run.stdout == "bot1: maintenance (new disk)\n"
     assert drover.bot("bot1")["maintenance_msg"] == "new disk"
-    cli("maintenance", "bot1", "")
+    cli("maintenance", "bot1", "", *admin)
     assert drover.bot("bot1")["maintenance_msg"] == ""
-    run = cli("terminate", "bot1")
+    run = cli("terminate", "bot1", *admin)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("bot1: asked to exit; termination task ")
     termination = run.stdout.split()[-1]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pathlib
+
 from server.config import loader
-from tests.cli.conftest import ROOT, Cli, run_drover
+from tests.cli.conftest import ROOT, Cli, free_port, run_drover
 from tests.e2e.conftest import DroverServer
 
 
@@ -27,3 +29,32 @@ def test_version_is_printed() -> None:
     from server import __version__
 
     assert run_drover("--version").stdout == f"drover {__version__}\n"
+
+
+def test_datastore_flags_need_the_datastore_store() -> None:
+    """`serve --datastore-project` without `--store datastore` is a usage error that says so."""
+    run = run_drover("serve", "--datastore-project", "p1", "--port", str(free_port()))
+    assert run.returncode == 2
+    assert "needs the datastore store" in run.stderr
+
+
+def test_datastore_without_credentials_fails_with_a_message(tmp_path: pathlib.Path) -> None:
+    """Without credentials or an emulator, `serve --store datastore` exits 1 saying what to give."""
+    run = run_drover(
+        "serve",
+        "--store",
+        "datastore",
+        "--datastore-project",
+        "p1",
+        "--port",
+        str(free_port()),
+        "--state-dir",
+        str(tmp_path / "state"),
+        # No credentials anywhere: no file, no gcloud login, no metadata server.
+        env={"HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path), "NO_GCE_CHECK": "true"},
+        unset=["GOOGLE_APPLICATION_CREDENTIALS", "DATASTORE_EMULATOR_HOST"],
+    )
+    assert run.returncode == 1, run.stderr
+    assert "drover: The store cannot be opened: datastore (project p1)" in run.stderr
+    assert "application-default login" in run.stderr
+    assert "Traceback" not in run.stderr

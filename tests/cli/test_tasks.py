@@ -74,7 +74,7 @@ def test_cancel_by_tag_json_is_the_batch_answer(cli: Cli) -> None:
     """`cancel --tag --dry-run --json` prints the API's batch answer."""
     task_id = _pending(cli, "--tag", "batch:9")
     answer = json.loads(cli("cancel", "--json", "--tag", "batch:9", "--dry-run").stdout)
-    assert answer == {"task_ids": [task_id], "dry_run": True}
+    assert answer == {"task_ids": [task_id], "dry_run": True, "new_task_ids": []}
 
 
 def test_cancel_by_id_says_what_happened(drover: DroverServer, cli: Cli) -> None:

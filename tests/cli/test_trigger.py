@@ -179,3 +179,11 @@ def test_slice_file_that_is_not_json_is_refused(cli: Cli, tmp_path: pathlib.Path
     assert run.returncode == 1
     assert f"cannot read the slice in {bad}" in run.stderr
     assert cli("tasks", "--json").stdout.count("task_id") == 0
+
+
+def test_trigger_service_account_the_pool_does_not_allow_is_refused(cli: Cli) -> None:
+    """--service-account goes into the request; an account pools.cfg does not allow fails."""
+    run = cli("trigger", "--service-account", "ci@example.com", "--wait-for-capacity", "--", "true")
+    assert run.returncode == 1
+    assert "ci@example.com" in run.stderr
+    assert "allowed_service_account" in run.stderr

@@ -27,7 +27,8 @@ def load(config_dir: pathlib.Path) -> ConfigSnapshot:
 
 
 def test_quickstart_snapshot(quickstart_dir: pathlib.Path) -> None:
-    """The quickstart set gives one default group by loopback IP, forcing pool:default."""
+    """The quickstart set gives one default group by loopback IP, forcing pool:default,
+    and lets callers without a token schedule."""
     snapshot = load(quickstart_dir)
     assert snapshot.loaded_ts == 1_000.0
     assert snapshot.config_dir == str(quickstart_dir)
@@ -43,7 +44,7 @@ def test_quickstart_snapshot(quickstart_dir: pathlib.Path) -> None:
     )
     assert rule.bot_token_sha256 == frozenset()
     assert snapshot.pool("default") is not None
-    assert snapshot.settings == Settings()
+    assert snapshot.settings == Settings(anonymous_role="scheduler")
     assert "def get_dimensions(bot" in snapshot.base_hooks_script
 
 
@@ -62,6 +63,7 @@ def test_production_snapshot(production_dir: pathlib.Path) -> None:
     assert snapshot.settings.max_bot_sleep_time == 30
     assert snapshot.settings.server_url == "https://drover.example.com"
     assert snapshot.settings.long_poll_secs == Settings().long_poll_secs
+    assert snapshot.settings.anonymous_role == "viewer"
     assert snapshot.group_for("unknown-bot") is None
     assert snapshot.base_hooks_script == ""
 

@@ -229,6 +229,24 @@ POOLS_CASES = {
         "pool[0].schedulers[0]",
         "",
     ),
+    "scheduler of an unknown kind": (
+        'pool {\n  name: "a"\n  schedulers: "group:ops"\n}\n',
+        3,
+        "pool[0].schedulers[0]",
+        "unknown kind 'group'; an entry is a user name, user:<name>, role:<role>",
+    ),
+    "scheduler user name with a space": (
+        'pool {\n  name: "a"\n  schedulers: "user:al ice"\n}\n',
+        3,
+        "pool[0].schedulers[0]",
+        "'al ice' is not a valid user name",
+    ),
+    "scheduler service account that is no email": (
+        'pool {\n  name: "a"\n  schedulers: "service_account:builder"\n}\n',
+        3,
+        "pool[0].schedulers[0]",
+        "'builder' is not a service account email",
+    ),
     "service account with space": (
         'pool {\n  name: "a"\n  allowed_service_account: "a b@x"\n}\n',
         3,
@@ -338,16 +356,22 @@ SETTINGS_CASES = {
         "bot_deployment.canary",
         "a canary archive requires a stable archive",
     ),
+    "unknown anonymous role": (
+        '# who may call without a token\nanonymous_role: "everyone"\n',
+        2,
+        "anonymous_role",
+        "unknown role 'everyone'; known: viewer, scheduler, admin",
+    ),
 }
 
 
 @pytest.mark.parametrize(
     ("text", "line", "field", "message"), SETTINGS_CASES.values(), ids=SETTINGS_CASES
 )
-def test_bot_deployment_rule_refuses_with_location(
+def test_settings_rule_refuses_with_location(
     write: WriteFile, quickstart_dir: pathlib.Path, text: str, line: int, field: str, message: str
 ) -> None:
-    """Each bot_deployment rule refuses a bad settings.cfg at the offending field's line."""
+    """Each settings.cfg rule refuses a bad file at the offending field's line."""
     write("bot.zip", "PK")
     write("settings.cfg", text)
     problem = only_problem(quickstart_dir)

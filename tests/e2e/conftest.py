@@ -41,6 +41,11 @@ class DroverServer:
         self.url = url
         self.config_dir = config_dir
 
+    @property
+    def state_dir(self) -> pathlib.Path:
+        """Where the server keeps its state (the fixture puts it next to the configs)."""
+        return self.config_dir.parent / "state"
+
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """Calls the client API and returns the decoded JSON answer."""
         data = None if body is None else json.dumps(body).encode()
@@ -173,22 +178,38 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(10)
 
 
+# As in the quickstart, callers without a token may schedule (not administer).
 E2E_SETTINGS = """
 long_poll_secs: 2
 bot_death_timeout_secs: 30
 max_bot_sleep_time: 1
+anonymous_role: "scheduler"
 """
 
 
-@pytest.fixture
-def drover(tmp_path: pathlib.Path) -> Iterator[DroverServer]:
-    """A `drover serve` process on a free loopback port with short timings."""
-    config_dir = tmp_path / "configs"
-    shutil.copytree(ROOT / "configs", config_dir, ignore=shutil.ignore_patterns("examples"))
-    (config_dir / "settings.cfg").write_text(E2E_SETTINGS)
+def copy_configs(target: pathlib.Path, settings: str = E2E_SETTINGS) -> pathlib.Path:
+    """A copy of the quickstart configs in `target`, with `settings` as settings.cfg."""
+    shutil.copytree(ROOT / "configs", target, ignore=shutil.ignore_patterns("examples"))
+    (target / "settings.cfg").write_text(settings)
+    return target
+
+
+def launch_server(
+    workdir: pathlib.Path,
+    config_dir: pathlib.Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
+) -> DroverServer:
+    """Starts `drover serve` on a free loopback port and waits until it answers.
+
+    Its state goes to workdir/state and its log to workdir/server.log;
+    `flags` are more `serve` flags. Stop it with `stop_server`.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed at teardown
+    log_path = workdir / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - handed to the process
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -200,15 +221,18 @@ def drover(tmp_path: pathlib.Path) -> Iterator[DroverServer]:
             "--grpc-port",
             "0",
             "--state-dir",
-            str(tmp_path / "state"),
+            str(workdir / "state"),
             "--config-dir",
             str(config_dir),
+            *flags,
         ],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
         start_new_session=True,
     )
+    log.close()
     server = DroverServer(proc, url, config_dir)
 
     def up() -> bool:
@@ -216,13 +240,28 @@ def drover(tmp_path: pathlib.Path) -> Iterator[DroverServer]:
             with urllib.request.urlopen(f"{url}/swarming/api/v1/bot/server_ping", timeout=1):
                 return True
         except OSError:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
             return False
 
-    wait_for(up, 30, "the server to start")
+    try:
+        wait_for(up, 30, "the server to start")
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def stop_server(server: DroverServer) -> None:
+    """Stops a server started by `launch_server` (SIGTERM, then SIGKILL)."""
+    _stop(server.proc)
+
+
+@pytest.fixture
+def drover(tmp_path: pathlib.Path) -> Iterator[DroverServer]:
+    """A `drover serve` process on a free loopback port with short timings."""
+    server = launch_server(tmp_path, copy_configs(tmp_path / "configs"))
     yield server
-    _stop(proc)
-    log.close()
+    stop_server(server)
 
 
 class BotProcess:
@@ -238,28 +277,46 @@ class BotProcess:
         return (self.workdir / "bot.out").read_text(errors="replace")
 
 
+def launch_bot(
+    server: DroverServer, bot_id: str, workdir: pathlib.Path, env: dict[str, str] | None = None
+) -> BotProcess:
+    """Starts a bot in `workdir` from the code `server` serves, like a new machine would.
+
+    Stop it with `stop_bot`.
+    """
+    workdir.mkdir(parents=True)
+    zip_path = workdir / "swarming_bot.zip"
+    with urllib.request.urlopen(f"{server.url}/bot_code?bot_id={bot_id}", timeout=30) as r:
+        zip_path.write_bytes(r.read())
+    out = open(workdir / "bot.out", "wb")  # noqa: SIM115 - handed to the process
+    proc = subprocess.Popen(
+        [sys.executable, str(zip_path), "start_bot"],
+        cwd=workdir,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SWARMING_BOT_ID": bot_id, **(env or {})},
+        start_new_session=True,
+    )
+    out.close()
+    return BotProcess(bot_id, workdir, proc)
+
+
+def stop_bot(bot: BotProcess) -> None:
+    """Stops a bot and kills whatever it left running."""
+    tree = descendants(bot.proc.pid)
+    _stop(bot.proc)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def start_bot(drover: DroverServer, tmp_path: pathlib.Path) -> Iterator[Callable[..., BotProcess]]:
     """Starts bots that download their code from the server, like a new machine would."""
     bots: list[BotProcess] = []
 
     def start(bot_id: str = "bot1", env: dict[str, str] | None = None) -> BotProcess:
-        workdir = tmp_path / "bots" / bot_id
-        workdir.mkdir(parents=True)
-        zip_path = workdir / "swarming_bot.zip"
-        with urllib.request.urlopen(f"{drover.url}/bot_code?bot_id={bot_id}", timeout=30) as r:
-            zip_path.write_bytes(r.read())
-        out = open(workdir / "bot.out", "wb")  # noqa: SIM115 - handed to the process
-        proc = subprocess.Popen(
-            [sys.executable, str(zip_path), "start_bot"],
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "SWARMING_BOT_ID": bot_id, **(env or {})},
-            start_new_session=True,
-        )
-        out.close()
-        bot = BotProcess(bot_id, workdir, proc)
+        bot = launch_bot(drover, bot_id, tmp_path / "bots" / bot_id, env)
         bots.append(bot)
         # Tasks created before any matching bot was seen end NO_RESOURCE.
         wait_for(lambda: bool(drover.events(bot_id)), 60, f"bot {bot_id} to connect")
@@ -267,8 +324,4 @@ def start_bot(drover: DroverServer, tmp_path: pathlib.Path) -> Iterator[Callable
 
     yield start
     for bot in bots:
-        tree = descendants(bot.proc.pid)
-        _stop(bot.proc)
-        for pid in tree:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stop_bot(bot)

@@ -57,28 +57,6 @@ SETTINGS = (
 # bots.cfg of the quickstart forces this on every bot.
 GROUP_DIMENSIONS = {"pool": ["default"]}
 
-# Known server bugs the model reproduces so the property test keeps guarding
-# everything else; each has a strict xfail test in test_properties.py. Set one
-# to False once its bug is fixed.
-#
-# Sweeper.run_once visits each due task once: a reservation it releases goes
-# back to PENDING even when the task's expiration passed already, and stays
-# there until the next sweep (test_released_task_past_its_deadline_expires_in_the_same_sweep).
-KNOWN_BUG_SWEEP_IS_ONE_PASS = True
-# transitions.release keeps `killing` and puts the task back in its queue:
-# a task cancelled (kill_running) while reserved but unconfirmed runs again
-# on the next bot (test_cancelled_reservation_is_not_run_again_after_its_release).
-KNOWN_BUG_RELEASE_FORGETS_KILL = True
-# RunService.task_error requeues a restarted run with the expiration_secs of
-# slice 0, not of its current slice as task_update and the sweeper do
-# (test_restart_ended_by_task_error_requeues_with_its_slice_expiration).
-KNOWN_BUG_TASK_ERROR_REQUEUES_WITH_SLICE_0 = True
-# When a requeued task's slice expires, the sweeper takes the first runnable
-# slice counting from slice 0 and expires the task if that one is not later
-# than the current slice, even when a later slice could run
-# (test_expired_requeued_slice_falls_back_to_a_later_runnable_slice).
-KNOWN_BUG_FALLBACK_SEARCHES_FROM_SLICE_0 = True
-
 
 class TaskIds:
     """Deterministic task IDs: the server's layout, a scrambled counter for the random bits.
@@ -114,11 +92,20 @@ class Fleet:
         config_dir = root / "configs"
         shutil.copytree(ROOT / "configs", config_dir, ignore=shutil.ignore_patterns("examples"))
         (config_dir / "settings.cfg").write_text(SETTINGS)
-        config = LiveConfig(config_dir, clock=clock)
+        return await cls.attach(root, clock)
+
+    @classmethod
+    async def attach(cls, root: pathlib.Path, clock: FakeClock) -> Fleet:
+        """Opens the services over the configs and store `open` made under `root`.
+
+        Another process doing so acts as a second server over the same file.
+        """
+        config = LiveConfig(root / "configs", clock=clock)
         store = await SqliteStore.open(root / "drover.sqlite3", clock=clock)
         botcode = BotCode(config.current, server_url=SERVER_URL, bot_dir=BOT_DIR)
         waiters = PollWaiters()
         queues = QueueIndex(store, on_new=lambda _: waiters.notify(NEW_QUEUE))
+        await queues.refresh()
         ctx = BotApiContext(
             store=store,
             config=config,
@@ -137,7 +124,7 @@ class Fleet:
             tasks=tasks,
             bots=BotService(ctx, waiters, rng=random.Random(0)),
             runs=RunService(ctx),
-            sweeper=Sweeper(store, clock, tasks, queues, waiters),
+            sweeper=Sweeper(store, clock, tasks, waiters),
             botcode=botcode,
         )
 
@@ -349,11 +336,13 @@ class Expected:
     restarting: bool = False
     exit_code: int | None = None
     duration: float | None = None
+    paused: bool = False
+    # The task's priority, the request's until a reprioritize.
+    priority: int = 0
     # A retry or a restart gave the task a fresh expiration.
     requeued: bool = False
-    # A cancel asked the running task to stop; the known release bug may lose it.
+    # A cancel asked the running task to stop (a restart after it withdraws it).
     kill_requested: bool = False
-    kill_lost: bool = False
 
     def deadline(self, index: int) -> float:
         """Slice `index`'s cumulative expiration."""
@@ -377,7 +366,7 @@ class Expected:
     @property
     def order(self) -> tuple[int, float, str]:
         """Claim order within the queues: priority, age, task ID."""
-        return (self.spec.priority, self.created_ts, self.task_id)
+        return (self.priority, self.created_ts, self.task_id)
 
     def is_current(self, bot_id: str, try_number: int) -> bool:
         """The run is this bot's try `try_number`."""
@@ -442,7 +431,13 @@ class Model:
 
     def create(self, task_id: str, spec: TaskSpec, now: float) -> Expected:
         """A new task waits on its first runnable slice, or is NO_RESOURCE."""
-        task = Expected(task_id=task_id, spec=spec, created_ts=now, state=TaskState.PENDING)
+        task = Expected(
+            task_id=task_id,
+            spec=spec,
+            created_ts=now,
+            state=TaskState.PENDING,
+            priority=spec.priority,
+        )
         index = self.first_runnable(task, 0, now)
         if index is None:
             task.finish(TaskState.NO_RESOURCE)
@@ -453,11 +448,12 @@ class Model:
         return task
 
     def candidates(self, dims: Mapping[str, Sequence[str]], now: float) -> list[Expected]:
-        """Pending, unexpired tasks whose current slice a bot with `dims` can run."""
+        """Pending, unpaused, unexpired tasks whose current slice a bot with `dims` can run."""
         return [
             t
             for t in self.tasks.values()
             if t.state is TaskState.PENDING
+            and not t.paused
             and t.expiration_ts > now
             and dims_match(dims, t.spec.slices[t.current_slice].pairs)
         ]
@@ -554,7 +550,7 @@ class Model:
             task.finish(TaskState.KILLED)
         else:
             task.finish(TaskState.CLIENT_ERROR if client_error else TaskState.BOT_DIED)
-        self._settle_restart(task, now, slice_zero=KNOWN_BUG_TASK_ERROR_REQUEUES_WITH_SLICE_0)
+        self._settle_restart(task, now)
 
     def cancel(self, task: Expected, kill_running: bool) -> tuple[bool, bool]:
         """Returns (changed, running) as TaskService.cancel must."""
@@ -568,58 +564,84 @@ class Model:
         return False, running
 
     def restart(self, task: Expected) -> bool | None:
-        """Stops the run to queue the task again; None when the task has ended.
+        """Stops the run to queue the task again; None when refused (ended, out of tries).
 
         An unconfirmed reservation is released at once; a confirmed run is
         asked to stop and its end queues the task (`_settle_restart`).
         """
         if not task.state.is_active:
             return None
+        # A run ID carries its try number in one hex digit: no 16th try.
+        last_try = task.try_number >= 15 and task.reserved_until is None
+        if task.state is TaskState.RUNNING and last_try:
+            return None
         if task.state is not TaskState.RUNNING or task.restarting:
             return False
         task.kill_requested = False
         if task.reserved_until is not None:
             self._release(task)
+            task.paused = False
         else:
             task.killing = task.restarting = True
         return True
 
-    def _settle_restart(self, task: Expected, now: float, slice_zero: bool = False) -> None:
-        """A restarted run that ended queues the task again with a fresh expiration."""
+    def pause(self, task: Expected, paused: bool) -> bool:
+        """Pauses an active task or resumes a paused one; True when that changed it.
+
+        A task that ended (paused or not) is never changed again.
+        """
+        if paused == task.paused or not task.state.is_active:
+            return False
+        task.paused = paused
+        return True
+
+    def reprioritize(self, task: Expected, priority: int) -> bool | None:
+        """A pending task takes `priority`; None (refused) unless it is pending."""
+        if task.state is not TaskState.PENDING:
+            return None
+        changed = task.priority != priority
+        task.priority = priority
+        return changed
+
+    def _settle_restart(self, task: Expected, now: float) -> None:
+        """A restarted run that ended queues the task again, waiting its slice's time anew."""
         if not task.restarting or task.state.is_active:
             return
         task.state = TaskState.PENDING
         task.bot_id = ""
-        task.killing = task.restarting = False
-        index = 0 if slice_zero else task.current_slice
-        task.expiration_ts = now + task.spec.slices[index].expiration_secs
+        task.killing = task.restarting = task.paused = False
+        task.expiration_ts = now + task.spec.slices[task.current_slice].expiration_secs
         task.requeued = True
 
     def _release(self, task: Expected) -> None:
+        """The unconfirmed run is undone: the task is pending again, its try given back."""
         task.state = TaskState.PENDING
         task.try_number -= 1
         task.bot_id = ""
+        task.killing = False
         task.reserved_until = task.dead_after_ts = None
 
     def sweep(self, now: float) -> list[tuple[Expected, str]]:
-        """Everything due by `now` moves on; returns (task, what happened) per change."""
+        """Every task due by `now` goes through each deadline that passed, in one change.
+
+        Returns (task, what happened, "+"-joined) per task that changed; a
+        task released past its expiration, for example, is "released+expired".
+        """
         changes: list[tuple[Expected, str]] = []
-        while True:
-            due = [t for t in self.tasks.values() if t.due is not None and t.due <= now]
-            if not due:
-                return changes
-            changes += [(t, self._sweep_one(t, now)) for t in due]
-            if KNOWN_BUG_SWEEP_IS_ONE_PASS:
-                return changes
+        for task in self.tasks.values():
+            steps: list[str] = []
+            while task.due is not None and task.due <= now:
+                # Each step leaves the task final or due later, or pending past
+                # its expiration (a release), which the next step settles.
+                assert len(steps) < 2, f"{task.task_id} is still due after {steps}"
+                steps.append(self._sweep_one(task, now))
+            if steps:
+                changes.append((task, "+".join(steps)))
+        return changes
 
     def _sweep_one(self, task: Expected, now: float) -> str:
         if task.state is TaskState.PENDING:
-            if KNOWN_BUG_FALLBACK_SEARCHES_FROM_SLICE_0:
-                index = self.first_runnable(task, 0, now)
-                if index is not None and index <= task.current_slice:
-                    index = None
-            else:
-                index = self.first_runnable(task, task.current_slice + 1, now)
+            index = self.first_runnable(task, task.current_slice + 1, now)
             if index is None:
                 task.finish(TaskState.EXPIRED)
                 return "expired"
@@ -627,10 +649,10 @@ class Model:
             task.expiration_ts = task.deadline(index)
             return "next_slice"
         if task.reserved_until is not None and task.reserved_until <= now:
-            if task.killing and not KNOWN_BUG_RELEASE_FORGETS_KILL:
+            if task.killing:
+                # Cancelled before the bot confirmed it: it never runs.
                 task.finish(TaskState.CANCELED)
                 return "canceled"
-            task.kill_lost = task.killing
             self._release(task)
             return "released"
         if task.killing:
@@ -642,6 +664,7 @@ class Model:
             task.state = TaskState.PENDING
             task.bot_id = ""
             task.dead_after_ts = None
+            task.paused = False
             task.expiration_ts = now + task.spec.slices[task.current_slice].expiration_secs
             task.requeued = True
             return "retried"

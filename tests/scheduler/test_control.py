@@ -179,6 +179,7 @@ async def test_admin_quarantine_and_maintenance_stop_new_work(make_server: Serve
     answer = await bot.poll()
     assert answer["cmd"] == "sleep"
     assert answer["quarantined"] is True
+    assert answer["message"] == "quarantined: flaky disk"
     await bot.handshake()
     assert (await bot.poll())["cmd"] == "sleep"
     await _post(client, "/api/v1/bots/bot1:unquarantine")
@@ -186,7 +187,9 @@ async def test_admin_quarantine_and_maintenance_stop_new_work(make_server: Serve
     info = await (await client.get("/api/v1/bots/bot1")).json()
     assert info["maintenance_msg"] == "os upgrade"
     assert info["quarantined"] is False
-    assert (await bot.poll())["cmd"] == "sleep"
+    answer = await bot.poll()
+    assert (answer["cmd"], answer["quarantined"]) == ("sleep", False)
+    assert answer["message"] == "in maintenance: os upgrade"
     await _post(client, "/api/v1/bots/bot1:maintenance", {"message": ""})
     assert (await bot.poll())["cmd"] == "run"
 

@@ -18,6 +18,8 @@ from server.scheduler.pending import PendingService, SliceReport
 from server.scheduler.queues import QueueIndex
 from server.scheduler.tasks import TaskService
 from server.store.sqlite import SqliteStore
+from tests.botapi.scripted import ScriptedBot, task_body
+from tests.conftest import ServerFactory
 
 LINUX = [("os", "Linux"), ("pool", "default")]
 
@@ -157,3 +159,35 @@ async def test_all_pages_of_bots_are_counted(
         await services.bot(f"bot{n}")
     [report] = await services.explain(await services.task(LINUX))
     assert counts(report) == (5, 0, 0, 0)
+
+
+async def test_pending_report_over_http(make_server: ServerFactory) -> None:
+    """GET /api/v1/tasks/{id}/pending reports each slice: matching bots by state, what no
+    live bot has, and the queue position of the slice the task waits on."""
+    client = await make_server()
+    bot = ScriptedBot(client)
+    await bot.handshake()
+    assert (await bot.poll())["cmd"] == "sleep"
+    body = task_body(wait=True)
+    anywhere = body["task_slices"][0]
+    mac = {**anywhere, "properties": {**anywhere["properties"]}}
+    mac["properties"]["dimensions"] = [
+        *anywhere["properties"]["dimensions"],
+        {"key": "os", "value": "Mac"},
+    ]
+    body["task_slices"] = [mac, anywhere]
+    for _ in range(2):
+        assert (await client.post("/api/v1/tasks", json=body)).status == 200
+    task_id = (await (await client.post("/api/v1/tasks", json=body)).json())["task_id"]
+    resp = await client.get(f"/api/v1/tasks/{task_id}/pending")
+    assert resp.status == 200
+    report = await resp.json()
+    assert (report["task_id"], report["state"]) == (task_id, "PENDING")
+    first, second = report["slices"]
+    assert first["current"] is True
+    assert first["unmatched_dimensions"] == ["os:Mac"]
+    assert int(first["queue_position"]) == 2
+    assert first.get("idle_bots", 0) == 0
+    assert second.get("current", False) is False
+    assert second["idle_bots"] == 1
+    assert second.get("unmatched_dimensions", []) == []

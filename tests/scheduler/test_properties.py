@@ -2,7 +2,8 @@
 
 Each example drives the real services (tests/scheduler/model_driver.py) over
 a fresh SqliteStore and FakeClock in its own event loop: tasks are created,
-cancelled and restarted, bots poll, claim, update, fail, die and come back,
+cancelled, restarted, paused, resumed and reprioritized, bots poll, claim,
+update, fail, die and come back,
 stale bots write to runs that are no longer theirs, and the clock jumps and
 the sweeper runs. After every step the stored tasks must equal the model's
 prediction and keep these invariants:
@@ -14,8 +15,9 @@ prediction and keep these invariants:
    first bot ever confirming it (claim or accepted update); a confirmed run
    ID is never handed out again.
 2. No task is lost: every created task is stored, listed, and in a state.
-3. A poll hands out the best task the bot can run: no pending, unexpired
-   task the bot matches has a lower priority number, or the same one and an
+3. A poll hands out the best task the bot can run: no pending, unpaused,
+   unexpired task the bot matches has a lower priority number (as last
+   reprioritized), or the same one and an
    older creation time (ties then go to the lower task ID, as the Store's
    contract says).
 4. Expiry exactly at the deadline: after a sweep no PENDING task is past its
@@ -26,8 +28,7 @@ prediction and keep these invariants:
    CANCELED or KILLED (or is still stopping), unless a restart came after.
 
 Refused writes (stale bots, ended runs) must change nothing, output included.
-Known server bugs are reproduced by the model (KNOWN_BUG_* in
-model_driver.py) and pinned by the strict xfail tests at the end.
+The bugs this test found are pinned by the regression tests at the end.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import os
 import pathlib
 import tempfile
 import unittest.mock
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -50,7 +51,6 @@ from server.clock import FakeClock
 from server.errors import Conflict
 from server.model import TaskQuery, TaskResult, TaskState
 from tests.scheduler.model_driver import (
-    KNOWN_BUG_SWEEP_IS_ONE_PASS,
     Completion,
     Expected,
     Fleet,
@@ -153,6 +153,24 @@ class Restart:
 
 
 @dataclasses.dataclass(frozen=True)
+class Pause:
+    """A client pauses (or resumes) a task, preferably one in `state`."""
+
+    task: int
+    state: str
+    resume: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Reprioritize:
+    """A client changes a task's priority, preferably one in `state`."""
+
+    task: int
+    state: str
+    priority: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Advance:
     """Time passes, then the sweeper runs."""
 
@@ -168,7 +186,7 @@ class ToDeadline:
     sweep: bool
 
 
-Operation = Create | BotStep | Cancel | Restart | Advance | ToDeadline
+Operation = Create | BotStep | Cancel | Restart | Pause | Reprioritize | Advance | ToDeadline
 
 # A bot's actions, weighted by repetition: mostly work on the run it holds.
 BOT_ACTIONS = [
@@ -205,6 +223,15 @@ OPERATIONS: dict[str, st.SearchStrategy[Operation]] = {
         Cancel, task=picks, state=st.sampled_from(TARGET_STATES), kill_running=st.booleans()
     ),
     "restart": st.builds(Restart, task=picks, state=st.sampled_from(TARGET_STATES)),
+    "pause": st.builds(
+        Pause, task=picks, state=st.sampled_from(TARGET_STATES), resume=st.booleans()
+    ),
+    "reprioritize": st.builds(
+        Reprioritize,
+        task=picks,
+        state=st.sampled_from(["PENDING", "PENDING", "any"]),
+        priority=st.sampled_from([5, 10, 20, 30]),
+    ),
     # Mostly short steps, so runs live long enough to be updated; sometimes long ones.
     "advance": st.builds(Advance, seconds=st.one_of(st.integers(0, 90), st.integers(0, 2000))),
     "deadline": st.builds(
@@ -212,6 +239,7 @@ OPERATIONS: dict[str, st.SearchStrategy[Operation]] = {
     ),
 }
 OPERATION_WEIGHTS = ["bot"] * 10 + ["create"] * 2 + ["cancel", "restart"] + ["advance"] * 3
+OPERATION_WEIGHTS += ["pause", "reprioritize"]
 OPERATION_WEIGHTS += ["deadline"] * 2
 operations = st.sampled_from(OPERATION_WEIGHTS).flatmap(lambda kind: OPERATIONS[kind])
 
@@ -241,6 +269,8 @@ def view_of_result(r: TaskResult) -> dict[str, object]:
         "reserved_until": r.reserved_until if running else None,
         "dead_after_ts": r.dead_after_ts if running else None,
         "claim_id": r.claim_id if running else None,
+        "paused": r.paused if r.state.is_active else None,
+        "priority": r.priority,
     }
 
 
@@ -260,6 +290,8 @@ def view_of_expected(e: Expected) -> dict[str, object]:
         "reserved_until": e.reserved_until if running else None,
         "dead_after_ts": e.dead_after_ts if running else None,
         "claim_id": e.claim_id if running else None,
+        "paused": e.paused if e.state.is_active else None,
+        "priority": e.priority,
     }
 
 
@@ -308,6 +340,10 @@ class Driver:
             self.cancel(op)
         elif isinstance(op, Restart):
             self.restart(op)
+        elif isinstance(op, Pause):
+            self.pause(op)
+        elif isinstance(op, Reprioritize):
+            self.reprioritize(op)
         elif isinstance(op, Advance):
             self.clock.advance(op.seconds)
             self.sweep()
@@ -355,6 +391,31 @@ class Driver:
         event(f"restart: changed={changed} reserved={reserved}")
         if changed and reserved:
             self._handing(*holder).released = True
+
+    def pause(self, op: Pause) -> None:
+        """Pauses or resumes a task; whether it changed must be the model's."""
+        task = self._task(op.task, op.state)
+        if task is None:
+            return
+        expected = self.model.pause(task, not op.resume)
+        service = self.fleet.tasks.resume if op.resume else self.fleet.tasks.pause
+        _, changed = self.run(service(task.task_id))
+        assert changed is expected
+        event(f"{'resume' if op.resume else 'pause'}: {task.state.name} changed={changed}")
+
+    def reprioritize(self, op: Reprioritize) -> None:
+        """Changes a task's priority; anything but a pending task is a Conflict."""
+        task = self._task(op.task, op.state)
+        if task is None:
+            return
+        expected = self.model.reprioritize(task, op.priority)
+        if expected is None:
+            with pytest.raises(Conflict):
+                self.run(self.fleet.tasks.reprioritize(task.task_id, op.priority))
+            return
+        _, changed = self.run(self.fleet.tasks.reprioritize(task.task_id, op.priority))
+        assert changed is expected
+        event(f"reprioritize: changed={changed}")
 
     # Bots.
 
@@ -419,7 +480,7 @@ class Driver:
         better = [
             c.task_id
             for c in candidates
-            if (c.spec.priority, c.created_ts) < (got.spec.priority, got.created_ts)
+            if (c.priority, c.created_ts) < (got.priority, got.created_ts)
         ]
         assert not better, f"{bot.bot_id} got {task_id} while {better} wait ahead of it"
         # Then the Store's tie-break on the task ID.
@@ -472,6 +533,9 @@ class Driver:
         ok, must_stop = self.model.update(task, bot.bot_id, try_number, body, now)
         reply = self.run(bot.update(self.fleet, body))
         assert (reply["ok"], reply["must_stop"]) == (ok, must_stop), (reply, task)
+        if ok and task.state is TaskState.RUNNING:
+            # Our bot stops or continues the task's process by this flag.
+            assert reply["paused"] is task.paused
         event(f"update: live={live} ok={ok} must_stop={must_stop} -> {task.state.name}")
         if ok and live:
             self._handing(run_id, bot.bot_id).confirmed = True
@@ -536,7 +600,7 @@ class Driver:
         assert self.run(self.fleet.sweeper.run_once()) == len(changes)
         for _, what in changes:
             event(f"sweep: {what}")
-        released = {t.task_id for t, what in changes if what == "released"}
+        released = {t.task_id for t, what in changes if what.startswith("released")}
         for task_id in released:
             self._handing(*holders[task_id]).released = True
         for task_id, result in self.results().items():
@@ -544,11 +608,10 @@ class Driver:
                 request = self.run(self.fleet.store.get_request(task_id))
                 assert request is not None
                 deadlines = [request.slice_expiration_ts(i) for i in range(len(request.slices))]
-                known = KNOWN_BUG_SWEEP_IS_ONE_PASS and task_id in released
-                assert result.expiration_ts > now or known, f"{task_id} is past its deadline"
+                assert result.expiration_ts > now, f"{task_id} is past its deadline"
                 if not self.model.tasks[task_id].requeued:
                     assert result.expiration_ts == deadlines[result.current_slice]
-                    assert max(deadlines) > now or known, f"{task_id} is past every deadline"
+                    assert max(deadlines) > now, f"{task_id} is past every deadline"
             if result.state is TaskState.EXPIRED and before[task_id].state is TaskState.PENDING:
                 assert before[task_id].expiration_ts <= now, f"{task_id} expired early"
 
@@ -587,7 +650,7 @@ class Driver:
             if result.state is TaskState.EXPIRED:
                 assert result.completed_ts is not None
                 assert result.completed_ts >= result.expiration_ts
-            if task.kill_requested and not task.kill_lost:
+            if task.kill_requested:
                 assert result.state in (TaskState.CANCELED, TaskState.KILLED) or (
                     result.state is TaskState.RUNNING and result.killing
                 ), f"the kill of {task_id} was lost: {result.state.name}"
@@ -628,15 +691,7 @@ def test_random_operations_keep_the_scheduler_invariants(
         driver.close()
 
 
-# Known bugs, found by the property test above, each in its smallest form.
-
-
-@pytest.fixture
-async def fleet(tmp_path: pathlib.Path) -> AsyncIterator[Fleet]:
-    """The scheduler services over a store in tmp_path; closed at teardown."""
-    opened = await Fleet.open(tmp_path, FakeClock())
-    yield opened
-    await opened.close()
+# Bugs the property test above found, each in its smallest form.
 
 
 async def _bot(fleet: Fleet, bot_id: str) -> SimBot:
@@ -654,11 +709,6 @@ def _linux_task(*expirations: int, first_on_mac: bool = False) -> TaskSpec:
     return TaskSpec(priority=10, slices=tuple(slices))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Sweeper.run_once visits each due task once, so a reservation it "
-    "releases past the task's expiration stays PENDING until the next sweep",
-)
 async def test_released_task_past_its_deadline_expires_in_the_same_sweep(fleet: Fleet) -> None:
     """A sweep that releases a reservation after its task's expiration leaves it EXPIRED."""
     bot = await _bot(fleet, "bot0")
@@ -671,11 +721,6 @@ async def test_released_task_past_its_deadline_expires_in_the_same_sweep(fleet: 
     assert result.state is TaskState.EXPIRED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: transitions.release keeps `killing` and requeues the task, so a task "
-    "cancelled (kill_running) while reserved but unconfirmed runs again on another bot",
-)
 async def test_cancelled_reservation_is_not_run_again_after_its_release(fleet: Fleet) -> None:
     """A task cancelled before its bot confirmed it is not handed to another bot later."""
     lost, other = await _bot(fleet, "bot0"), await _bot(fleet, "bot1")
@@ -690,11 +735,6 @@ async def test_cancelled_reservation_is_not_run_again_after_its_release(fleet: F
     assert result.state is TaskState.CANCELED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: RunService.task_error requeues a restarted run with slice 0's "
-    "expiration_secs, where task_update and the sweeper use the current slice's",
-)
 async def test_restart_ended_by_task_error_requeues_with_its_slice_expiration(
     fleet: Fleet,
 ) -> None:
@@ -715,11 +755,6 @@ async def test_restart_ended_by_task_error_requeues_with_its_slice_expiration(
     assert result.expiration_ts == fleet.clock.now() + 300
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Sweeper._sweep looks for the first runnable slice from slice 0, not "
-    "after the current one, so a requeued task expires while a later slice could run",
-)
 async def test_expired_requeued_slice_falls_back_to_a_later_runnable_slice(fleet: Fleet) -> None:
     """A restarted task whose slice expires moves to a later runnable slice, not to EXPIRED."""
     linux = await _bot(fleet, "bot0")

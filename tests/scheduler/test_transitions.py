@@ -9,12 +9,32 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.botapi.messages import parse_task_update
-from server.model import TaskResult, TaskState
+from server.model import TaskProperties, TaskRequest, TaskResult, TaskSlice, TaskState
 from server.scheduler import transitions
 from server.scheduler.transitions import RunUpdate
 
 NOW = 1_700_000_000.0
 FINAL_STATES = [s for s in TaskState if not s.is_active]
+
+
+def request(max_retries: int = 0, idempotent: bool = False) -> TaskRequest:
+    """A two-slice request: slice 0 may wait 300 s, slice 1 900 s more."""
+    return TaskRequest(
+        task_id="65e8b6f0009e370",
+        created_ts=NOW - 100,
+        name="t",
+        priority=20,
+        slices=[
+            TaskSlice(
+                properties=TaskProperties(
+                    command=["run"], dimensions=[("pool", "p")], idempotent=idempotent
+                ),
+                expiration_secs=secs,
+            )
+            for secs in (300, 900)
+        ],
+        max_retries=max_retries,
+    )
 
 
 def pending(**changes: object) -> TaskResult:
@@ -115,21 +135,23 @@ def test_killing_and_timeout_flag_alone_keeps_running() -> None:
 
 
 def test_restart_of_a_confirmed_run_requeues_it_once_it_stops() -> None:
-    """A restarted run is asked to stop; its end puts the task back in its queue, same try."""
-    asked = transitions.restart(running(), now=NOW + 1)
+    """A restarted run is asked to stop; its end puts the task back in its queue, same try,
+    waiting its slice's own expiration_secs again."""
+    asked = transitions.restart(running(current_slice=1), now=NOW + 1)
     assert asked is not None
     assert (asked.state, asked.killing, asked.restarting) == (TaskState.RUNNING, True, True)
     stopped = update(asked, RunUpdate(exit_code=-9, duration=1.0))
     assert stopped.state is TaskState.KILLED
-    requeued = transitions.settle_restart(stopped, now=NOW + 2, expiration_ts=NOW + 900)
+    requeued = transitions.settle_restart(stopped, request(), now=NOW + 2)
     assert requeued.state is TaskState.PENDING
     assert requeued.is_dispatchable
     assert (requeued.try_number, requeued.bot_id, requeued.completed_ts) == (1, "", None)
     assert (requeued.killing, requeued.restarting, requeued.expiration_ts) == (
         False,
         False,
-        NOW + 900,
+        NOW + 2 + 900,
     )
+    assert requeued.abandoned_ts is None
 
 
 def test_restart_of_an_unconfirmed_run_releases_it_at_once() -> None:
@@ -138,6 +160,25 @@ def test_restart_of_an_unconfirmed_run_releases_it_at_once() -> None:
     assert after is not None
     assert (after.state, after.try_number, after.bot_id) == (TaskState.PENDING, 0, "")
     assert transitions.restart(pending(), now=NOW + 1) is None
+
+
+def test_restart_of_a_cancelled_reservation_queues_it_again() -> None:
+    """A restart after a cancel wins: the unconfirmed run goes back to the queue, kill dropped."""
+    after = transitions.restart(reserved(killing=True), now=NOW + 1)
+    assert after is not None
+    assert (after.state, after.killing, after.is_dispatchable) == (TaskState.PENDING, False, True)
+
+
+def test_cancelled_reservation_that_times_out_ends_canceled() -> None:
+    """A reservation cancelled before its bot confirmed it ends CANCELED when it times out,
+    never pending again (the run never started)."""
+    after = transitions.release(reserved(killing=True), now=NOW + 60)
+    assert (after.state, after.is_dispatchable, after.completed_ts) == (
+        TaskState.CANCELED,
+        False,
+        NOW + 60,
+    )
+    assert (after.exit_code, after.failure) == (None, False)
 
 
 def test_release_gives_back_the_try_number() -> None:
@@ -156,16 +197,48 @@ def test_release_gives_back_the_try_number() -> None:
 
 def test_bot_death_retries_or_ends_the_run() -> None:
     """A silent run is queued again with a retry left, else BOT_DIED; a killed one is KILLED."""
-    retried = transitions.bot_died(running(), now=NOW + 61, retry_expiration_ts=NOW + 900)
+    retried = transitions.bot_died(running(), request(max_retries=1), now=NOW + 61)
     assert (retried.state, retried.try_number, retried.expiration_ts) == (
         TaskState.PENDING,
         1,
-        NOW + 900,
+        NOW + 61 + 300,
     )
-    died = transitions.bot_died(running(), now=NOW + 61, retry_expiration_ts=None)
+    died = transitions.bot_died(running(), request(), now=NOW + 61)
     assert (died.state, died.internal_failure) == (TaskState.BOT_DIED, True)
-    killed = transitions.bot_died(running(killing=True), now=NOW + 61, retry_expiration_ts=NOW)
+    killed = transitions.bot_died(running(killing=True), request(max_retries=1), now=NOW + 61)
     assert (killed.state, killed.exit_code) == (TaskState.KILLED, -1)
+
+
+@pytest.mark.parametrize(
+    ("try_number", "max_retries", "idempotent", "state"),
+    [
+        (1, 0, True, TaskState.PENDING),
+        (2, 0, True, TaskState.BOT_DIED),
+        (2, 2, False, TaskState.PENDING),
+        (3, 2, False, TaskState.BOT_DIED),
+    ],
+)
+def test_bot_death_retries_up_to_the_limit(
+    try_number: int, max_retries: int, idempotent: bool, state: TaskState
+) -> None:
+    """A lost run is retried while its try number is within max_retries (one retry at least
+    for an idempotent slice); past that it ends BOT_DIED."""
+    died = transitions.bot_died(
+        running(try_number=try_number), request(max_retries, idempotent), now=NOW + 61
+    )
+    assert (died.state, died.try_number) == (state, try_number)
+
+
+def test_restarted_run_whose_bot_died_is_queued_again() -> None:
+    """A run stopped for a restart that goes silent is queued again, retries or not."""
+    asked = transitions.restart(running(), now=NOW + 1)
+    assert asked is not None
+    after = transitions.bot_died(asked, request(), now=NOW + 61)
+    assert (after.state, after.restarting, after.expiration_ts) == (
+        TaskState.PENDING,
+        False,
+        NOW + 61 + 300,
+    )
 
 
 @pytest.mark.parametrize(
@@ -228,10 +301,12 @@ def test_an_update_ends_a_run_not_being_killed_iff_it_is_a_completion(
 
 @given(state=st.sampled_from(FINAL_STATES), kill_running=st.booleans())
 def test_a_final_task_refuses_every_control_change(state: TaskState, kill_running: bool) -> None:
-    """Cancel, pause, restart and reprioritize change nothing on a finished task."""
+    """Cancel, pause, resume, restart and reprioritize change nothing on a finished task,
+    even one that ended while paused."""
     final = running(state=state)
     assert transitions.cancel(final, now=NOW, kill_running=kill_running) is None
     assert transitions.pause(final, now=NOW) is None
+    assert transitions.resume(dataclasses.replace(final, paused=True), now=NOW) is None
     assert transitions.restart(final, now=NOW) is None
     assert transitions.reprioritize(final, now=NOW, priority=1) is None
-    assert transitions.settle_restart(final, now=NOW, expiration_ts=NOW + 1) == final
+    assert transitions.settle_restart(final, request(), now=NOW) == final

@@ -9,7 +9,9 @@ with --require_indexes on server/store/index.yaml, so a query needing an
 index that file lacks fails as it would on real Datastore.
 
 A missing java or jar is an EmulatorUnavailable saying what to install:
-the tests that need the emulator fail with it, they never skip.
+the tests that need the emulator fail with it, they never skip. The
+`datastore_emulator` fixture (registered for every test in
+tests/conftest.py) starts one emulator per test session.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ import unittest.mock
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from typing import IO
+
+import pytest
 
 from server.clock import Clock
 from server.store.datastore import DatastoreStore
@@ -170,6 +175,22 @@ class Emulator:
                 pass
             time.sleep(0.1)
         return False
+
+
+@pytest.fixture(scope="session")
+def datastore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """The Datastore emulator, started on first use and stopped when the session ends.
+
+    Without java or the emulator the tests using it fail, saying what to
+    install: in CI they must run, never skip.
+    """
+    log_path = tmp_path_factory.mktemp("datastore-emulator") / "emulator.log"
+    try:
+        emulator = Emulator.start(log_path)
+    except EmulatorUnavailable as e:
+        pytest.fail(f"Datastore emulator unavailable: {e}", pytrace=False)
+    yield emulator
+    emulator.stop()
 
 
 def new_namespace() -> str:

@@ -1,28 +1,25 @@
-"""What is specific to the SQLite backend: settings, migrations, sharing one file.
+"""What is specific to the SQLite backend: settings, migrations, threads, rows.
 
-The Store contract itself is tested in test_contract.py.
+The Store contract itself, several processes on one file included, is
+tested in test_contract*.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import pathlib
 import sqlite3
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from server.clock import FakeClock
-from server.errors import Conflict, Unavailable
-from server.model import TaskQuery
-from server.store import sqlite as sqlite_module
+from server.errors import Unavailable
 from server.store import sqlite_schema
-from server.store.base import OUTPUT_CHUNK_SIZE, StaleWrite
+from server.store.base import OUTPUT_CHUNK_SIZE
 from server.store.sqlite import SqliteStore
-from server.store.sqlite_results import QueueEntry, queue_heads
-from tests.store.records import NOW, add_task, claim, make_task, task_id
+from tests.store.conftest import Closer
+from tests.store.records import add_task, claim, task_id
 
 Opener = Callable[..., Awaitable[SqliteStore]]
 
@@ -34,18 +31,13 @@ def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture
-async def open_store(db_path: pathlib.Path) -> AsyncIterator[Opener]:
+def open_store(db_path: pathlib.Path, closing: Closer) -> Opener:
     """Opens SqliteStores on `db_path`; all are closed at teardown."""
-    opened: list[SqliteStore] = []
 
     async def open_(clock: FakeClock | None = None) -> SqliteStore:
-        store = await SqliteStore.open(db_path, clock=clock)
-        opened.append(store)
-        return store
+        return closing(await SqliteStore.open(db_path, clock=clock))
 
-    yield open_
-    for store in opened:
-        await store.close()
+    return open_
 
 
 def pragma(store: SqliteStore, name: str) -> object:
@@ -113,26 +105,6 @@ async def test_newer_database_is_refused(db_path: pathlib.Path, open_store: Open
     db.close()
     with pytest.raises(sqlite_schema.SchemaTooNew, match=f"schema version {newer}"):
         await open_store()
-
-
-async def test_two_instances_interleaved_claims(open_store: Opener) -> None:
-    """Two stores on one file never hand out the same task."""
-    a, b = await open_store(), await open_store()
-    for n in range(1, 7):
-        await add_task(a if n % 2 else b, n)
-    got = [await claim(s, f"bot{i}") for i, s in enumerate([a, b, b, a, a, b, a, b])]
-    claimed = [t for t in got if t]
-    assert sorted(claimed) == [task_id(n) for n in range(1, 7)]
-    assert got[-2:] == ["", ""]
-
-
-async def test_two_instances_stale_write(open_store: Opener) -> None:
-    """A compare-and-set from one store fails once the other store wrote first."""
-    a, b = await open_store(), await open_store()
-    stored = await add_task(a, 1)
-    await b.update_result(stored)
-    with pytest.raises(StaleWrite):
-        await a.update_result(stored)
 
 
 async def test_concurrent_claims_across_threads(db_path: pathlib.Path, open_store: Opener) -> None:
@@ -206,18 +178,6 @@ async def test_busy_database_is_unavailable(open_store: Opener, db_path: pathlib
     assert await store.read_output("r1") == b"x"
 
 
-async def test_expired_poll_replies_are_purged(open_store: Opener) -> None:
-    """Storing a reply drops replies the store's clock says have expired."""
-    clock = FakeClock(NOW)
-    store = await open_store(clock=clock)
-    await store.put_poll_reply("b1", "old", {"cmd": "run"}, NOW + 10)
-    await store.put_poll_reply("b1", "kept", {"cmd": "run"}, NOW + 100)
-    clock.set(NOW + 50)
-    await store.put_poll_reply("b2", "new", {"cmd": "run"}, NOW + 150)
-    assert await store.get_poll_reply("b1", "old") is None
-    assert await store.get_poll_reply("b1", "kept") == {"cmd": "run"}
-
-
 async def test_output_holes_take_no_space(open_store: Opener) -> None:
     """Only chunks with written bytes are stored, each up to its last written byte."""
     store = await open_store()
@@ -238,93 +198,3 @@ async def test_output_rewrite_writes_nothing(open_store: Opener) -> None:
 
 
 Interference = Callable[[SqliteStore], Awaitable[None]]
-
-
-@pytest.fixture
-def race_after_heads(
-    db_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[[Interference], None]:
-    """Arranges for `interfere` to run on another connection right after a claim reads heads.
-
-    That is the window between claim_next's read of the queue heads and its
-    write transaction, where another server process may act.
-    """
-
-    def arrange(interfere: Interference) -> None:
-        raced = threading.Event()
-
-        async def elsewhere() -> None:
-            other = await SqliteStore.open(db_path)
-            try:
-                await interfere(other)
-            finally:
-                await other.close()
-
-        def racing_heads(db: sqlite3.Connection, key: str, now: float) -> Iterator[QueueEntry]:
-            heads = list(queue_heads(db, key, now))
-            if not raced.is_set():
-                raced.set()
-                # A thread, as a store's connection is bound to the thread that
-                # opened it; a claim made there passes here with `raced` set.
-                thread = threading.Thread(target=lambda: asyncio.run(elsewhere()))
-                thread.start()
-                thread.join()
-            yield from heads
-
-        monkeypatch.setattr(sqlite_module, "queue_heads", racing_heads)
-
-    return arrange
-
-
-async def test_claim_skips_candidate_taken_meanwhile(
-    open_store: Opener, race_after_heads: Callable[[Interference], None]
-) -> None:
-    """A head that another connection claims after it was read is passed over for the next."""
-    store = await open_store()
-    await add_task(store, 1, priority=1)
-    await add_task(store, 2, priority=2)
-
-    async def steal(other: SqliteStore) -> None:
-        assert await claim(other, "thief") == task_id(1)
-
-    race_after_heads(steal)
-    assert await claim(store, "bot1") == task_id(2)
-    result = await store.get_result(task_id(1))
-    assert result is not None
-    assert result.bot_id == "thief"
-
-
-async def test_claim_skips_candidate_moved_meanwhile(
-    open_store: Opener, race_after_heads: Callable[[Interference], None]
-) -> None:
-    """A head moved to a queue the bot did not ask for, after it was read, is passed over."""
-    store = await open_store()
-    first = await add_task(store, 1, priority=1)
-    await add_task(store, 2, priority=2)
-
-    async def move(other: SqliteStore) -> None:
-        await other.update_result(dataclasses.replace(first, queue_key="q2"))
-
-    race_after_heads(move)
-    assert await claim(store, "bot1") == task_id(2)
-    assert await claim(store, "bot1", keys=("q2",)) == task_id(1)
-
-
-async def test_duplicate_task_id_is_a_conflict(open_store: Opener) -> None:
-    """Creating a task whose ID exists raises Conflict and leaves the first task whole."""
-    store = await open_store()
-    first = await add_task(store, 1, tags=("a:b",))
-    with pytest.raises(Conflict, match="already exists"):
-        await store.create_task(*make_task(1, priority=1, tags=("c:d",)))
-    assert await store.get_result(task_id(1)) == first
-    page = await store.list_tasks(TaskQuery(tags=["c:d"]))
-    assert page.items == []
-
-
-async def test_close_twice_is_harmless(open_store: Opener) -> None:
-    """A closed store can be closed again, and refuses further calls."""
-    store = await open_store()
-    await store.close()
-    await store.close()
-    with pytest.raises(sqlite3.ProgrammingError):
-        await store.get_bot("b1")

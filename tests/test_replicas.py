@@ -1,0 +1,150 @@
+"""Replicas kept in step through the Store they share (server/replicas.py).
+
+`ReplicaSync.run_once` is tested on every backend, with several stores on
+one database standing for the replicas (tests/store/conftest.py); then two
+whole servers on one SQLite file show a held poll and a session crossing
+from one to the other. tests/e2e/test_replicas_e2e.py does the same with
+server processes on the Datastore emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+
+from server.appkeys import BOT_SERVICE
+from server.auth import session_keystore
+from server.auth.session import SessionKeys
+from server.clock import FakeClock
+from server.replicas import ReplicaSync
+from server.scheduler.queues import QueueIndex
+from server.scheduler.waiters import NEW_QUEUE, PollWaiters
+from server.store.base import Store
+from tests.botapi.scripted import ScriptedBot, task_body
+from tests.conftest import ServerFactory, app_of
+from tests.store.conftest import (
+    ReplicaOpener,
+    backend,
+    closing,
+    database,
+    open_replica,
+    store,
+    store_clock,
+)
+from tests.store.records import NOW, add_task
+
+__all__ = ["backend", "closing", "database", "open_replica", "store", "store_clock"]
+
+POOL = [("pool", "default")]
+# Held polls last this long; the tests wait at most WAIT_SECS for an answer,
+# so an answer shows the poll was woken, not ended by its hold.
+HOLD_SECS = 30
+WAIT_SECS = 10
+
+
+async def replica_sync(
+    store: Store, clock: FakeClock
+) -> tuple[ReplicaSync, PollWaiters, SessionKeys]:
+    """A replica's check over `store`, wired as the app wires it; its held polls and keys."""
+    waiters = PollWaiters()
+    queues = QueueIndex(store, on_new=lambda _: waiters.notify(NEW_QUEUE))
+    await queues.refresh()
+    keys = await session_keystore.load_or_create(store, clock)
+    return ReplicaSync(store, clock, queues, waiters, keys), waiters, keys
+
+
+async def test_queue_created_elsewhere_wakes_held_polls(
+    store: Store, open_replica: ReplicaOpener, store_clock: FakeClock
+) -> None:
+    """A queue another replica recorded enters this one's index and wakes its held polls."""
+    sync, waiters, _ = await replica_sync(store, store_clock)
+    other = QueueIndex(await open_replica())
+    key = await other.register(POOL, NOW)
+    with waiters.waiting([NEW_QUEUE]) as event:
+        await sync.run_once()
+        assert event.is_set()
+    queues = QueueIndex(store)
+    await queues.refresh()
+    assert queues.get(key) is not None
+
+
+async def test_held_polls_of_queues_with_work_are_woken(
+    store: Store, open_replica: ReplicaOpener, store_clock: FakeClock
+) -> None:
+    """Only the polls waiting on a queue where another replica queued a task wake up."""
+    sync, waiters, _ = await replica_sync(store, store_clock)
+    await add_task(await open_replica(), 1, queue_key="q1")
+    with waiters.waiting(["q1"]) as woken, waiters.waiting(["q2"]) as idle:
+        assert await sync.run_once() == 1
+        assert woken.is_set()
+        assert not idle.is_set()
+    assert await sync.run_once() == 0
+
+
+async def test_rotated_session_key_is_picked_up(
+    store: Store, open_replica: ReplicaOpener, store_clock: FakeClock
+) -> None:
+    """A session key another replica added signs here after the next check."""
+    sync, _, keys = await replica_sync(store, store_clock)
+    key = await session_keystore.rotate(await open_replica(), store_clock)
+    assert keys.signing.key_id != key.key_id
+    await sync.run_once()
+    assert keys.signing.key_id == key.key_id
+
+
+async def two_replicas(
+    make_server: ServerFactory, config_dir: pathlib.Path, hold_secs: int = HOLD_SECS
+) -> tuple[ScriptedBot, ScriptedBot]:
+    """Two servers on one SQLite file re-checking it often; a scripted bot bound to each."""
+    (config_dir / "settings.cfg").write_text(
+        f'long_poll_secs: {hold_secs}\nanonymous_role: "admin"\n'
+    )
+    a = await make_server(recheck_secs=0.05)
+    b = await make_server(recheck_secs=0.05)
+    return ScriptedBot(a, "bot-a"), ScriptedBot(b, "bot-b")
+
+
+async def held(bot: ScriptedBot) -> asyncio.Task[dict[str, object]]:
+    """Starts a poll and waits until its server holds it."""
+    poll = asyncio.create_task(bot.poll())
+    waiters = app_of(bot.client)[BOT_SERVICE].waiters
+    for _ in range(500):
+        if waiters.held or poll.done():
+            break
+        await asyncio.sleep(0.01)
+    assert waiters.held, "the poll is held"
+    return poll
+
+
+async def test_long_poll_on_one_replica_gets_a_task_created_on_another(
+    make_server: ServerFactory, config_dir: pathlib.Path
+) -> None:
+    """A poll held on replica A answers `run` for a task created on B, in a new or a known queue."""
+    bot, other = await two_replicas(make_server, config_dir)
+    await bot.handshake()
+    poll = await held(bot)
+    # The task's queue is new to A: it learns of it, then of the task.
+    created = await other.client.post("/api/v1/tasks", json=task_body())
+    assert created.status == 200, await created.text()
+    answer = await asyncio.wait_for(poll, WAIT_SECS)
+    assert answer["cmd"] == "run"
+    second = ScriptedBot(bot.client, "bot-a2")
+    await second.handshake()
+    poll = await held(second)
+    # Now A knows the queue, and only the Store says it has work.
+    created = await other.client.post("/api/v1/tasks", json=task_body())
+    assert created.status == 200, await created.text()
+    answer = await asyncio.wait_for(poll, WAIT_SECS)
+    assert answer["cmd"] == "run"
+
+
+async def test_session_from_one_replica_works_on_another(
+    make_server: ServerFactory, config_dir: pathlib.Path
+) -> None:
+    """A bot that handshook with replica A polls replica B with A's session and is served."""
+    bot, other = await two_replicas(make_server, config_dir, hold_secs=0)
+    await bot.handshake()
+    bot.client = other.client
+    answer = await bot.poll()
+    assert answer["cmd"] == "sleep", answer
+    assert answer["session"] != ""
