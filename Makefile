@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: venv serve test test-all lint typecheck protos check clean
+.PHONY: venv serve test test-all lint typecheck protos check bench clean
 
 venv: $(BIN)/drover
 
@@ -32,6 +32,12 @@ protos: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python tools/genprotos.py
 
 check: lint typecheck test
+
+# The benchmarks (bench/README.md): a smoke run of a few minutes; BENCH_ARGS=--full
+# for the issue's sizes. Not part of check: timings are never asserted.
+BENCH_ARGS ?=
+bench: venv
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

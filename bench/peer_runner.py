@@ -28,11 +28,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Standard library only, so importable here too: the same percentiles as Drover's.
+from figures import latency_summary
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 # How long a worker gets to exit after SIGTERM before it is killed.
 STOP_SECS = 10.0
 WARMUP_PROBES = 20
+# How often the producer looks in Redis for the end of a measurement. Only
+# when the end is noticed depends on it (the times are read in the worker),
+# and on two shared cores a tighter loop would take CPU from the worker and Redis.
+CHECK_SECS = 0.05
 
 
 def worker_command(peer: str, redis_url: str) -> list[str]:
@@ -124,14 +131,14 @@ class Peer:
             self.worker.wait()
 
     def wait_for(self, predicate: Any, within: float) -> bool:
-        """Polls `predicate` every millisecond until it holds or `within` seconds pass."""
+        """Polls `predicate` every CHECK_SECS until it holds or `within` seconds pass."""
         deadline = time.monotonic() + within
         while not predicate():
             if time.monotonic() > deadline:
                 return False
             if self.worker is not None and self.worker.poll() is not None:
                 raise SystemExit(f"the {self.name} worker exited with {self.worker.returncode}")
-            time.sleep(0.001)
+            time.sleep(CHECK_SECS)
         return True
 
     def drain(self, tasks: int, within: float) -> dict[str, Any]:
@@ -189,35 +196,13 @@ class Peer:
             self._send_stamp(time.monotonic())
         ended = time.monotonic()
         self.wait_for(lambda: self.redis.llen(key) >= count, within=max(30.0, count / 50))
-        latencies = sorted(float(v) for v in self.redis.lrange(key, 0, -1))
+        latencies = [float(v) for v in self.redis.lrange(key, 0, -1)]
         return {
             "tasks": count,
             "submitted_per_s": round(count / (ended - start), 1) if ended > start else 0,
             "submit_lag_max_ms": round(1000 * lag, 3),
-            "submit_to_start": summary(latencies),
+            "submit_to_start": latency_summary(latencies),
         }
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """The q-th percentile (0-100) of sorted values, linear interpolation (as bench/common)."""
-    rank = (len(ordered) - 1) * q / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summary(ordered: list[float]) -> dict[str, Any]:
-    """Count, mean and percentiles in ms, shaped like bench/common.latency_summary."""
-    if not ordered:
-        return {"count": 0}
-    return {
-        "count": len(ordered),
-        "mean_ms": round(1000 * sum(ordered) / len(ordered), 3),
-        "p50_ms": round(1000 * percentile(ordered, 50), 3),
-        "p95_ms": round(1000 * percentile(ordered, 95), 3),
-        "p99_ms": round(1000 * percentile(ordered, 99), 3),
-        "max_ms": round(1000 * ordered[-1], 3),
-    }
 
 
 def main() -> None:

@@ -1,15 +1,16 @@
 """Drover beside Celery, RQ and Dramatiq over Redis: the B1 drain and the B2 latency.
 
 In one run: Drover's B1 drain (bench/b1_throughput.py) and B2 latency
-(bench/b2_latency.py), then the same two measurements for each peer through
+(bench/open_loop.py), then the same two measurements for each peer through
 bench/peer_runner.py, each peer figure given with Drover's ratio to it.
+bench/README.md ("How peers are measured") says what makes them comparable.
 
 What it installs when missing (and never into the project venv):
 - Redis from the system's packages (`apt-get update`, `apt-get install -y
   redis-server`), started here as a private throwaway instance on a free
   loopback port without persistence, and stopped at the end;
 - Celery (with its Redis transport), RQ, Dramatiq and redis-py into
-  bench/.venv-peers.
+  bench/.venv-peers, with that venv's pip.
 
     .venv/bin/python bench/peers.py [--full] [--peers celery rq dramatiq]
 """
@@ -27,18 +28,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from b1_throughput import measure_drain
-from b2_latency import measure_latency
-from common import Json, base_args, emit, free_port, load_average, run
+from figures import Json, ratio
+from open_loop import SETTINGS, measure_open_loop
+from reports import base_args, run
+from server_process import free_port
 
 HERE = Path(__file__).resolve().parent
 PEERS_VENV = HERE / ".venv-peers"
 PEERS_PYTHON = PEERS_VENV / "bin" / "python"
-PEER_PACKAGES = ["celery[redis]", "rq", "dramatiq", "redis"]
+PEER_PACKAGES = ["celery[redis]", "rq", "dramatiq[redis]", "redis"]
 # Imported to check that the peers' venv is complete.
-PEER_IMPORTS = "import celery, kombu.transport.redis, rq, dramatiq, redis"
+PEER_IMPORTS = "import celery, kombu.transport.redis, rq, dramatiq.brokers.redis, redis"
+# How long Redis gets to answer PING after it is started.
+REDIS_STARTUP_SECS = 20.0
+# How long a stopped Redis gets to exit before it is killed.
+REDIS_STOP_SECS = 10.0
 
 
 def ensure_redis() -> str:
@@ -48,14 +54,10 @@ def ensure_redis() -> str:
         return found
     if os.geteuid() != 0:
         raise SystemExit("redis-server is missing: apt-get install -y redis-server (as root)")
+    print("installing redis-server with apt-get ...", file=sys.stderr, flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "redis-server"],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    for command in (["update", "-qq"], ["install", "-y", "-qq", "redis-server"]):
+        subprocess.run(["apt-get", *command], check=True, env=env, stdout=subprocess.DEVNULL)
     found = shutil.which("redis-server")
     if not found:
         raise SystemExit("redis-server is still missing after apt-get install")
@@ -70,6 +72,7 @@ def ensure_peers_venv() -> None:
             return
     else:
         subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    print(f"installing {' '.join(PEER_PACKAGES)} into {PEERS_VENV} ...", file=sys.stderr)
     subprocess.run(
         [str(PEERS_PYTHON), "-m", "pip", "install", "-q", *PEER_PACKAGES],
         check=True,
@@ -77,56 +80,45 @@ def ensure_peers_venv() -> None:
     )
 
 
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def start_redis(binary: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """Starts a private Redis without persistence; waits until it answers PING."""
+    """Starts a private Redis on loopback without persistence; waits until it answers PING."""
     log = workdir / "redis.log"
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(workdir)]
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + 20
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + REDIS_STARTUP_SECS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"redis-server exited: {log.read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(64).startswith(b"+PONG"):
-                    return proc
-        except OSError:
-            pass
+        if _answers_ping(port):
+            return proc
         time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("redis-server did not answer PING within 20 s")
+    stop_redis(proc)
+    raise SystemExit(f"redis-server did not answer PING within {REDIS_STARTUP_SECS} s")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 10 s."""
+def stop_redis(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after REDIS_STOP_SECS."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(REDIS_STOP_SECS)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
 
 
-async def run_peer(peer: str, redis_url: str, log: Path, *args: str) -> Any:
+async def run_peer(peer: str, redis_url: str, log: Path, *args: str) -> Json:
     """Runs bench/peer_runner.py for one peer in the peers' venv; returns its JSON."""
     proc = await asyncio.create_subprocess_exec(
         str(PEERS_PYTHON),
@@ -143,7 +135,8 @@ async def run_peer(peer: str, redis_url: str, log: Path, *args: str) -> Any:
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"{peer} {args}: exit {proc.returncode}: {err.decode()[-2000:]}")
-    return json.loads(out)
+    answer: Json = json.loads(out)
+    return answer
 
 
 def version_of(binary: str) -> str:
@@ -152,65 +145,54 @@ def version_of(binary: str) -> str:
     return out.stdout.strip()
 
 
-def ratio(ours: float, theirs: float) -> float | None:
-    """ours / theirs, rounded; None when either is missing."""
-    if not ours or not theirs:
-        return None
-    return round(ours / theirs, 3)
+def _p99s(rows: list[Json]) -> dict[float, float | None]:
+    return {row["target_tasks_per_s"]: row["submit_to_start"].get("p99_ms") for row in rows}
 
 
-async def main(args: argparse.Namespace) -> None:
-    """Measures Drover and each peer, prints the comparison."""
-    load0 = load_average()
-    tasks = args.tasks or (20_000 if args.full else 1_000)
-    rates = args.rates or ([50.0, 100.0, 200.0] if args.full else [200.0])
-    secs = args.secs or (20.0 if args.full else 3.0)
+async def measure_peer(peer: str, url: str, args: argparse.Namespace, log: Path) -> Json:
+    """One peer's drain and latency, as bench/peer_runner.py measures them."""
+    within = str(max(300.0, args.tasks / 20))
+    drain = await run_peer(
+        peer, url, log, "--mode", "drain", "--tasks", str(args.tasks), "--within", within
+    )
+    rates = [str(r) for r in args.rates]
+    latency = await run_peer(
+        peer, url, log, "--mode", "latency", "--rates", *rates, "--secs", str(args.secs)
+    )
+    return {"version": drain["version"], "drain": drain["result"], "latency": latency["result"]}
+
+
+async def main(args: argparse.Namespace) -> Json:
+    """Measures Drover and each peer; returns both with Drover's ratios to each peer."""
     redis_binary = ensure_redis()
     ensure_peers_venv()
-
-    drain = await measure_drain(tasks, args.bots, claim=False)
-    latency = await measure_latency(rates, secs, args.latency_bots)
+    drain = await measure_drain(args.tasks, args.bots, claim=False)
+    latency = await measure_open_loop(args.rates, args.secs, args.latency_bots)
     drover_drain = drain["steady_tasks_per_s"]
-    drover_p99 = {e["target_tasks_per_s"]: e["submit_to_start"].get("p99_ms") for e in latency}
+    drover_p99 = _p99s(latency["rates"])
 
     peers: dict[str, Json] = {}
     with tempfile.TemporaryDirectory(prefix="drover-peers-") as tmp:
         workdir = Path(tmp)
         port = free_port()
         redis = start_redis(redis_binary, port, workdir)
-        url = f"redis://127.0.0.1:{port}/0"
         try:
             for peer in args.peers:
                 log = workdir / f"{peer}.log"
-                peer_drain = await run_peer(
-                    peer, url, log, "--mode", "drain", "--tasks", str(tasks)
+                figures = await measure_peer(peer, f"redis://127.0.0.1:{port}/0", args, log)
+                figures["drover_drain_over_peer"] = ratio(
+                    drover_drain, figures["drain"]["steady_tasks_per_s"]
                 )
-                rates_args = [str(r) for r in rates]
-                peer_latency = await run_peer(
-                    peer, url, log, "--mode", "latency", "--rates", *rates_args, "--secs", str(secs)
-                )
-                steady = peer_drain["result"]["steady_tasks_per_s"]
-                lat_rows = []
-                for row in peer_latency["result"]:
-                    p99 = row["submit_to_start"].get("p99_ms")
-                    ours = drover_p99.get(row["target_tasks_per_s"])
-                    lat_rows.append({**row, "drover_p99_over_peer_p99": ratio(ours or 0, p99)})
-                peers[peer] = {
-                    "version": peer_drain["version"],
-                    "drain": peer_drain["result"],
-                    "drover_drain_over_peer": ratio(drover_drain, steady),
-                    "latency": lat_rows,
-                }
+                for row in figures["latency"]:
+                    row["drover_p99_over_peer_p99"] = ratio(
+                        drover_p99.get(row["target_tasks_per_s"]),
+                        row["submit_to_start"].get("p99_ms"),
+                    )
+                peers[peer] = figures
         finally:
-            stop(redis)
-    redis_version = version_of(redis_binary)
+            stop_redis(redis)
     fastest = max((p["drain"]["steady_tasks_per_s"] for p in peers.values()), default=0)
-    celery_p99 = {}
-    if "celery" in peers:
-        celery_p99 = {
-            r["target_tasks_per_s"]: r["submit_to_start"].get("p99_ms")
-            for r in peers["celery"]["latency"]
-        }
+    celery_p99 = _p99s(peers["celery"]["latency"]) if "celery" in peers else {}
     targets = {
         "b1_drain_at_least_fastest_peer": bool(fastest) and drover_drain >= fastest,
         "b1_fastest_peer_tasks_per_s": fastest,
@@ -218,29 +200,19 @@ async def main(args: argparse.Namespace) -> None:
             str(r): (drover_p99.get(r) or 1e9) <= p99 for r, p99 in celery_p99.items() if p99
         },
     }
-    settings = {
-        "full": args.full,
-        "tasks": tasks,
-        "drover_drain_bots": args.bots,
-        "drover_latency_bots": args.latency_bots,
-        "rates": rates,
-        "secs_per_rate": secs,
-        "peers": args.peers,
+    return {
+        "redis": version_of(redis_binary),
         "peer_workers": "one process each: celery solo pool (acks_late, prefetch 1), "
         "rq SimpleWorker, dramatiq --processes 1 with its default 8 threads",
-        "redis": redis_version,
         "ratios": "drover / peer: drain > 1 means Drover is faster, p99 < 1 means lower",
-    }
-    results = {
         "drover": {"drain": drain, "latency": latency},
         "peers": peers,
         "targets": targets,
     }
-    emit("peers", settings, results, load0)
 
 
 def parse_args() -> argparse.Namespace:
-    """The command line."""
+    """The command line, with the defaults of the chosen size filled in."""
     parser = base_args(__doc__ or "")
     parser.add_argument("--tasks", type=int, default=0, help="drain size N")
     parser.add_argument("--bots", type=int, default=8, help="Drover bots in the drain")
@@ -250,8 +222,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--peers", nargs="*", default=["celery", "rq", "dramatiq"], help="which peers"
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.tasks = args.tasks or (20_000 if args.full else 1_000)
+    args.rates = args.rates or ([50.0, 100.0, 200.0] if args.full else [200.0])
+    args.secs = args.secs or (20.0 if args.full else 3.0)
+    args.max_secs = args.max_secs or (3600.0 if args.full else 900.0)
+    return args
 
 
 if __name__ == "__main__":
-    run(main, parse_args())
+    run("peers", main, parse_args(), SETTINGS)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import load_average, versions
+from figures import load_average
+from reports import versions
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {
@@ -31,8 +34,10 @@ SCRIPTS = {
     "peers": "peers.py",
 }
 # Hard caps per script, in seconds: smoke and full.
-SMOKE_CAP = 600.0
+SMOKE_CAP = 900.0
 FULL_CAP = 3600.0
+# A script past its cap has this long to stop its processes before they are killed.
+KILL_GRACE_SECS = 60.0
 
 
 def run_script(name: str, full: bool) -> dict[str, Any]:
@@ -42,14 +47,21 @@ def run_script(name: str, full: bool) -> dict[str, Any]:
     if full:
         command.append("--full")
     start = time.perf_counter()
+    # Its own process group, so that a script past even its own cap goes with
+    # the server and client processes it started.
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=cap + 60)
+        out, err = proc.communicate(timeout=cap + KILL_GRACE_SECS)
     except subprocess.TimeoutExpired:
-        return {"error": f"killed after {cap + 60} s"}
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {"error": f"killed after {cap + KILL_GRACE_SECS} s"}
     secs = round(time.perf_counter() - start, 1)
     if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}", "stderr": proc.stderr[-3000:], "secs": secs}
-    report: dict[str, Any] = json.loads(proc.stdout)
+        return {"error": f"exit {proc.returncode}", "stderr": err[-3000:], "secs": secs}
+    report: dict[str, Any] = json.loads(out)
     report["wall_secs"] = secs
     return report
 
@@ -68,10 +80,18 @@ def main() -> None:
         runs[name] = run_script(name, args.full)
     doc = {
         "benchmark": "all",
+        "command": " ".join(["python", *sys.argv]),
         "full": args.full,
         "versions": versions(),
         "load_1m_before": load0,
         "load_1m_after": load_average(),
+        # Each script's own samples of the load while it ran (reports.LoadSampler).
+        "load_1m_during_mean_by_script": {
+            name: run.get("machine", {}).get("load_1m_during_mean") for name, run in runs.items()
+        },
+        "preliminary": any(
+            run.get("machine", {}).get("preliminary", True) for run in runs.values()
+        ),
         "runs": runs,
     }
     text = json.dumps(doc, indent=2)

@@ -33,6 +33,7 @@ MODULES = (
     "main",
     "manifest",
     "remote",
+    "results",
     "runtime",
     "singleton",
     "stream",

@@ -271,6 +271,10 @@ class ResultsFile:
         # Inside a line longer than READ_SIZE, which is dropped up to its newline.
         self._skipping = False
         self._pending: Optional[_Batch] = None
+        # (offset, file size) when a read found nothing to send: until the
+        # file grows, there is no need to read it again (the runner asks often).
+        self._idle: Optional[Tuple[int, int]] = None
+        self._size = 0
 
     def peek(self, final: bool = False) -> Optional[Tuple[int, Dict[str, List[Any]]]]:
         """(offset, report) of the next batch to send, or None when there is nothing new.
@@ -309,21 +313,26 @@ class ResultsFile:
         if self._stopped:
             return None
         batch = _Batch(self.offset, self._line, self._total, self._bad)
-        data = self._load(batch)
+        data = self._load(batch, final)
         if data is not None:
             self._take_lines(batch, data, final)
         self._stopped = self._stopped or batch.stopped
         if batch.is_empty:
             # Blank lines at most: move past them without a round trip.
             self._advance(batch)
+            self._idle = (self.offset, self._size)
             return None
         return batch
 
-    def _load(self, batch: _Batch) -> Optional[bytes]:
-        """The file's bytes from the batch's start on (at most READ_SIZE)."""
+    def _load(self, batch: _Batch, final: bool) -> Optional[bytes]:
+        """The file's bytes from the batch's start on (at most READ_SIZE); None when
+        there is no file, or nothing new since the last read found nothing."""
         try:
             with open(self.path, "rb") as f:
-                if os.fstat(f.fileno()).st_size < batch.start:
+                self._size = os.fstat(f.fileno()).st_size
+                if not final and self._idle == (batch.start, self._size):
+                    return None
+                if self._size < batch.start:
                     batch.problem(
                         f"shrank below the {batch.start} bytes read; the rest is ignored",
                         self._clock(),

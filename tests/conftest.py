@@ -14,10 +14,29 @@ from server.app import ServerOptions, create_app
 from server.clock import FakeClock
 from server.config.live import LiveConfig
 
-# The one Datastore emulator of a test session, for every test that needs it.
+# The one Datastore emulator of a test session, and a `store` of each backend
+# (with more stores on its database), for every test that needs them.
+from tests.store.backends import (
+    backend,
+    closing,
+    database,
+    open_replica,
+    race_after_heads,
+    store,
+    store_clock,
+)
 from tests.store.datastore_emulator import datastore_emulator
 
-__all__ = ["datastore_emulator"]
+__all__ = [
+    "backend",
+    "closing",
+    "database",
+    "datastore_emulator",
+    "open_replica",
+    "race_after_heads",
+    "store",
+    "store_clock",
+]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

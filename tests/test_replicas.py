@@ -1,7 +1,7 @@
 """Replicas kept in step through the Store they share (server/replicas.py).
 
 `ReplicaSync.run_once` is tested on every backend, with several stores on
-one database standing for the replicas (tests/store/conftest.py); then two
+one database standing for the replicas (tests/store/backends.py); then two
 whole servers on one SQLite file show a held poll and a session crossing
 from one to the other. tests/e2e/test_replicas_e2e.py does the same with
 server processes on the Datastore emulator.
@@ -22,18 +22,8 @@ from server.scheduler.waiters import NEW_QUEUE, PollWaiters
 from server.store.base import Store
 from tests.botapi.scripted import ScriptedBot, task_body
 from tests.conftest import ServerFactory, app_of
-from tests.store.conftest import (
-    ReplicaOpener,
-    backend,
-    closing,
-    database,
-    open_replica,
-    store,
-    store_clock,
-)
+from tests.store.backends import ReplicaOpener
 from tests.store.records import NOW, add_task
-
-__all__ = ["backend", "closing", "database", "open_replica", "store", "store_clock"]
 
 POOL = [("pool", "default")]
 # Held polls last this long; the tests wait at most WAIT_SECS for an answer,
@@ -116,26 +106,25 @@ async def held(bot: ScriptedBot) -> asyncio.Task[dict[str, object]]:
     return poll
 
 
+async def answer_to_task_from(bot: ScriptedBot, creator: ScriptedBot) -> dict[str, object]:
+    """Holds a poll of `bot`, creates a task through `creator`'s server; returns the answer."""
+    await bot.handshake()
+    poll = await held(bot)
+    created = await creator.client.post("/api/v1/tasks", json=task_body())
+    assert created.status == 200, await created.text()
+    return await asyncio.wait_for(poll, WAIT_SECS)
+
+
 async def test_long_poll_on_one_replica_gets_a_task_created_on_another(
     make_server: ServerFactory, config_dir: pathlib.Path
 ) -> None:
     """A poll held on replica A answers `run` for a task created on B, in a new or a known queue."""
     bot, other = await two_replicas(make_server, config_dir)
-    await bot.handshake()
-    poll = await held(bot)
     # The task's queue is new to A: it learns of it, then of the task.
-    created = await other.client.post("/api/v1/tasks", json=task_body())
-    assert created.status == 200, await created.text()
-    answer = await asyncio.wait_for(poll, WAIT_SECS)
-    assert answer["cmd"] == "run"
-    second = ScriptedBot(bot.client, "bot-a2")
-    await second.handshake()
-    poll = await held(second)
+    assert (await answer_to_task_from(bot, other))["cmd"] == "run"
     # Now A knows the queue, and only the Store says it has work.
-    created = await other.client.post("/api/v1/tasks", json=task_body())
-    assert created.status == 200, await created.text()
-    answer = await asyncio.wait_for(poll, WAIT_SECS)
-    assert answer["cmd"] == "run"
+    second = ScriptedBot(bot.client, "bot-a2")
+    assert (await answer_to_task_from(second, other))["cmd"] == "run"
 
 
 async def test_session_from_one_replica_works_on_another(

@@ -70,7 +70,11 @@ class Store(Protocol):
     # Poll replay (PROTOCOL.md 0.2.1 T2): a retried poll gets the same answer.
 
     async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """Returns the answer stored for this poll, or None."""
+        """Returns the answer stored for this poll, or None.
+
+        An expired answer may stay readable until a later put purges it: the
+        caller's retries come within seconds, long before that matters.
+        """
         ...
 
     async def put_poll_reply(
@@ -114,8 +118,9 @@ class Store(Protocol):
         """Compare-and-set: writes `result` if the stored version is `result.version`.
 
         Returns the stored record (version bumped). Raises StaleWrite when the
-        stored version differs. The task's place in its queue follows the new
-        record: it is queued iff `result.is_dispatchable`.
+        stored version differs, TaskNotFound when there is no such task. The
+        task's place in its queue follows the new record: it is queued iff
+        `result.is_dispatchable`.
         """
         ...
 
@@ -171,7 +176,10 @@ class Store(Protocol):
         ...
 
     async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
-        """Lists tasks newest first, filtered as `query` says."""
+        """Lists tasks newest first (created_ts, then task ID), filtered as `query` says.
+
+        The created range is `created_after <= created_ts < created_before`.
+        """
         ...
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:
@@ -202,7 +210,8 @@ class Store(Protocol):
     async def write_output(self, run_id: str, offset: int, data: bytes) -> None:
         """Writes `data` at `offset`; writing the same bytes again changes nothing.
 
-        Bytes past MAX_OUTPUT_SIZE are dropped.
+        Bytes past MAX_OUTPUT_SIZE are dropped, but the size still grows to
+        the cap. An empty write changes nothing.
         """
         ...
 

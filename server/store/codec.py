@@ -1,7 +1,7 @@
 """Conversion of the stored records to and from JSON-able dicts.
 
-Backend-independent: the SQLite backend keeps these dicts as JSON text, the
-Datastore backend will keep them as entity properties. The round trip is
+Backend-independent: both backends keep these dicts as JSON text (the
+Datastore backend in an unindexed entity property). The round trip is
 exact: bytes travel as base64 text, a TaskState by its name (so renumbering
 can never silently change a stored state), and the (key, value) pairs of a
 DimensionPairs come back as tuples.

@@ -25,7 +25,9 @@ Entities (kind: key name; indexed properties; unindexed ones):
   last_seen_ts, data.
 - BotEvent: "<bot_id>/<sortable ts>/<unique suffix>"; bot_id; data.
 - PollReply: "<bot_id, %-quoted>/<request_uuid>"; expires_ts; reply.
-- Queue: queue key; -; created_ts, data.
+- Queue: queue key; -; created_ts, data. Never changed once recorded, so a
+  store keeps the ones it read, and list_queues (which every replica calls
+  every few seconds) is a keys-only query plus lookups of the new ones.
 - Output: run_id; -; size. OutputChunk: "<run_id>/<index>"; -; data.
 - TaskReportLog: task_id; -; count. TaskReport: "<task_id>/<n>"; -; data.
   TaskReportKey: "<task_id, %-quoted>/<key>"; -; - (a keyed report was added).
@@ -37,10 +39,14 @@ entity keeps writes to different records independent. Transactions make
 each compound operation atomic: create_task (request_uuid uniqueness),
 update_result and claim_next (compare-and-set on `version`), ensure_queue,
 add_report and each group of output chunks; colliding transactions run
-again a bounded number of times (datastore_client.run_transaction). The composite
-indexes the queries need are in server/store/index.yaml; the emulator in
-the tests runs with --require_indexes against that file, so a query that
-needs an undeclared index fails the contract suite.
+again a bounded number of times (datastore_client.run_transaction). The
+claims of one replica spread over a queue's head rather than all trying
+its first entry (datastore_tasks.ClaimsInFlight), so a burst of polls does
+not turn into a burst of colliding transactions. The composite indexes
+the queries need are in server/store/index.yaml; the emulator in the
+tests runs with --require_indexes against that file, so a query that
+needs an undeclared index fails the contract suite (test_contract_listing
+runs every combination of listing filters).
 
 Threading: the client is synchronous, so every call runs in this store's
 own bounded thread pool (not asyncio.to_thread's default executor, which
@@ -188,17 +194,13 @@ class DatastoreStore:
     # Poll replay.
 
     async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """Returns the answer stored for this poll, or None.
-
-        An expired answer stays readable until a later put purges it: the
-        caller's retries come within seconds, long before that matters.
-        """
+        """Returns the answer stored for this poll: one lookup of its PollReply."""
         return await self._call(self._get_poll_reply, bot_id, request_uuid)
 
     async def put_poll_reply(
         self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
     ) -> None:
-        """Stores a poll's answer until `expires_ts`, and drops some expired ones."""
+        """Puts the PollReply and deletes a batch of expired ones, in one commit."""
         await self._call(self._put_poll_reply, bot_id, request_uuid, reply, expires_ts)
 
     def _get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
@@ -283,12 +285,7 @@ class DatastoreStore:
     async def create_task(
         self, request: TaskRequest, result: TaskResult
     ) -> tuple[TaskResult, bool]:
-        """Stores a new task atomically: request, result and its place in its queue.
-
-        If `request.request_uuid` is set and a task with the same uuid exists,
-        stores nothing and returns (existing result, False); else (result, True).
-        Raises Conflict if a task with this ID exists.
-        """
+        """Stores a new task in one transaction over its request, result and request_uuid."""
         return await self._call(datastore_tasks.create_task, self._client, request, result)
 
     async def get_request(self, task_id: str) -> TaskRequest | None:
@@ -300,11 +297,7 @@ class DatastoreStore:
         return await self._call(datastore_tasks.get_result, self._client, task_id)
 
     async def update_result(self, result: TaskResult) -> TaskResult:
-        """Compare-and-set: writes `result` if the stored version is `result.version`.
-
-        Returns the stored record (version bumped). Raises StaleWrite when the
-        stored version differs, TaskNotFound when there is no such task.
-        """
+        """Compare-and-set on `version` in a transaction, run again when it collides."""
         return await self._call(datastore_tasks.update_result, self._client, result)
 
     async def claim_next(
@@ -313,7 +306,7 @@ class DatastoreStore:
         now: float,
         assign: Callable[[TaskResult], TaskResult | None],
     ) -> TaskResult | None:
-        """Atomically hands the best dispatchable task of the given queues to a bot.
+        """Claims with a transaction per candidate, spread over the heads (ClaimsInFlight).
 
         `assign` runs in a worker thread, and runs again for the same task
         when its transaction collides: it must be a pure function.
@@ -344,7 +337,7 @@ class DatastoreStore:
     async def find_reusable(
         self, properties_hash: str, completed_after: float
     ) -> TaskResult | None:
-        """Returns the most recent successful original run with this hash, or None."""
+        """One query from the newest end of the (reusable_hash, completed_ts) index."""
         if not properties_hash:
             return None
         return await self._call(
@@ -352,10 +345,7 @@ class DatastoreStore:
         )
 
     async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
-        """Lists tasks newest first, filtered as `query` says.
-
-        The created range is `created_after <= created_ts < created_before`.
-        """
+        """Lists tasks newest first: one query per state asked for, merged."""
         return await self._call(task_queries.list_tasks, self._client, query)
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:
@@ -375,11 +365,7 @@ class DatastoreStore:
     # Output.
 
     async def write_output(self, run_id: str, offset: int, data: bytes) -> None:
-        """Writes `data` at `offset`; writing the same bytes again changes nothing.
-
-        Bytes past MAX_OUTPUT_SIZE are dropped, but the size still grows to
-        the cap. An empty write changes nothing.
-        """
+        """Overlays the chunks `data` touches, a transaction per group of chunks."""
         rules.check_output_write(offset)
         if data:
             await self._call(datastore_output.write, self._client, run_id, offset, bytes(data))

@@ -151,11 +151,7 @@ class SqliteStore:
     # Poll replay.
 
     async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """Returns the answer stored for this poll, or None.
-
-        An expired answer stays readable until a later put purges it: the
-        caller's retries come within seconds, long before that matters.
-        """
+        """Returns the answer stored for this poll: one primary-key lookup."""
         row = self._db.execute(
             "SELECT reply FROM poll_replies WHERE bot_id = ? AND request_uuid = ?",
             (bot_id, request_uuid),
@@ -168,7 +164,7 @@ class SqliteStore:
     async def put_poll_reply(
         self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
     ) -> None:
-        """Stores a poll's answer until `expires_ts`, and drops some expired ones."""
+        """Replaces the row of this poll and deletes a batch of expired ones, in one write."""
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO poll_replies (bot_id, request_uuid, expires_ts, reply)"
@@ -201,12 +197,7 @@ class SqliteStore:
     async def create_task(
         self, request: TaskRequest, result: TaskResult
     ) -> tuple[TaskResult, bool]:
-        """Stores a new task atomically: request, result and its place in its queue.
-
-        If `request.request_uuid` is set and a task with the same uuid exists,
-        stores nothing and returns (existing result, False); else (result, True).
-        Raises Conflict if a task with this ID exists.
-        """
+        """Stores a new task in one write transaction, which first looks for its request_uuid."""
         rules.check_new_task(request, result)
         with self._write() as db:
             if request.request_uuid:
@@ -242,11 +233,7 @@ class SqliteStore:
         return None if row is None else codec.loads(TaskResult, row[0])
 
     async def update_result(self, result: TaskResult) -> TaskResult:
-        """Compare-and-set: writes `result` if the stored version is `result.version`.
-
-        Returns the stored record (version bumped). Raises StaleWrite when the
-        stored version differs, TaskNotFound when there is no such task.
-        """
+        """Compare-and-set on `version` under the write lock, with the derived rows."""
         with self._write() as db:
             row = db.execute(
                 "SELECT version, tags FROM task_results WHERE task_id = ?", (result.task_id,)
@@ -265,7 +252,7 @@ class SqliteStore:
         now: float,
         assign: Callable[[TaskResult], TaskResult | None],
     ) -> TaskResult | None:
-        """Atomically hands the best dispatchable task of the given queues to a bot.
+        """Claims under the write lock, one candidate at a time.
 
         Reads only the heads of the queues (outside any transaction), merges
         them best first, then re-reads each candidate under the write lock,
@@ -294,16 +281,13 @@ class SqliteStore:
     async def find_reusable(
         self, properties_hash: str, completed_after: float
     ) -> TaskResult | None:
-        """Returns the most recent successful original run with this hash, or None."""
+        """One seek from the newest end of the task_results_by_reusable index."""
         if not properties_hash:
             return None
         return find_reusable(self._db, properties_hash, completed_after)
 
     async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
-        """Lists tasks newest first, filtered as `query` says.
-
-        The created range is `created_after <= created_ts < created_before`.
-        """
+        """Lists tasks newest first with one query; tags are joined from task_tags."""
         rules.check_limit(query.limit)
         where: list[str] = []
         args: list[Any] = []
@@ -365,11 +349,7 @@ class SqliteStore:
     # Output.
 
     async def write_output(self, run_id: str, offset: int, data: bytes) -> None:
-        """Writes `data` at `offset`; writing the same bytes again changes nothing.
-
-        Bytes past MAX_OUTPUT_SIZE are dropped, but the size still grows to
-        the cap. An empty write changes nothing.
-        """
+        """Overlays the chunks `data` touches and grows the size, in one write."""
         rules.check_output_write(offset)
         if data:
             with self._write() as db:

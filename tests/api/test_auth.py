@@ -263,3 +263,20 @@ async def test_tokens_are_managed_through_the_api_by_admins(start_both: StartBot
     assert len((await api.fetch("GET", "/api/v1/tokens", token=admin))[1]["items"]) == 2
     missing = await api.fetch("POST", "/api/v1/tokens/0123456789abcdef:revoke", token=admin)
     assert missing[0] == 404
+
+
+async def test_the_output_stream_is_guarded_too(start_both: StartBoth) -> None:
+    """Following a task's output needs the viewer role over both transports."""
+    api = await start_both(settings="")
+    stream = api.rpc.channel.unary_stream(
+        "/drover.api.v1.Tasks/StreamStdout",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=tasks_pb2.TaskStdoutResponse.FromString,
+    )
+    call = stream(tasks_pb2.TaskStdoutRequest(task_id="5f0000000000000"), timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call.read()
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    status, answer = await api.fetch("GET", "/api/v1/tasks/5f0000000000000/stdout:stream")
+    assert status == 401
+    assert "Tasks.StreamStdout needs the viewer role" in answer["error"]["message"]

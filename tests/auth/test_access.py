@@ -13,9 +13,11 @@ import pathlib
 import shutil
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from protos.api import auth_pb2, bots_pb2, server_pb2, tasks_pb2
 from server.api import guard
+from server.app import ServerOptions, create_app
 from server.auth.access import RULES, Access
 from server.auth.authenticator import Authenticator, ExpiredToken
 from server.auth.exposure import exposure_warning, is_loopback, warn_if_exposed
@@ -199,3 +201,28 @@ def test_anonymous_writes_beyond_loopback_are_flagged_loudly(
     assert "listens on 0.0.0.0" in text
     assert "127.0.0.1," not in text
     assert "drover token create" in text
+
+
+async def test_the_server_warns_at_start_when_it_listens_beyond_loopback(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the quickstart config and a listening address of 0.0.0.0, start-up warns."""
+    configs = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", configs, ignore=shutil.ignore_patterns("examples"))
+    options = ServerOptions(
+        state_dir=tmp_path / "state",
+        config_dir=configs,
+        server_url="http://127.0.0.1:1",
+        config_poll_secs=0,
+        sweep_secs=0,
+        listen_host="0.0.0.0",
+    )
+    with caplog.at_level(logging.WARNING, logger="drover.auth"):
+        app = await create_app(options, clock=FakeClock())
+    # The socket itself stays on loopback: only the option says 0.0.0.0.
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    await client.close()
+    assert any(
+        "anonymous writes are open beyond loopback" in r.getMessage() for r in caplog.records
+    )

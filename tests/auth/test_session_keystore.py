@@ -1,7 +1,7 @@
 """Session keys in the Store (server/auth/session_keystore.py), on every backend.
 
 Several stores on one database stand for several server replicas (the
-fixtures of tests/store/conftest.py): what matters is that they all end up
+fixtures of tests/store/backends.py): what matters is that they all end up
 with the same keys, however they start, and that a rotation reaches them.
 """
 
@@ -19,17 +19,7 @@ from server.auth.session import SessionKey, SessionKeys
 from server.clock import FakeClock
 from server.store.base import Store
 from tests.auth.test_session import fixed_keys, make_session
-from tests.store.conftest import (
-    ReplicaOpener,
-    backend,
-    closing,
-    database,
-    open_replica,
-    store,
-    store_clock,
-)
-
-__all__ = ["backend", "closing", "database", "open_replica", "store", "store_clock"]
+from tests.store.backends import ReplicaOpener
 
 
 def write_keys_file(state_dir: Path, keys: SessionKeys) -> None:

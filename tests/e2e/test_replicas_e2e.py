@@ -41,7 +41,9 @@ from tests.store.datastore_emulator import Emulator, new_namespace
 pytestmark = [pytest.mark.e2e, pytest.mark.datastore]
 
 BOTS_PER_REPLICA = 10
-TASKS = 300
+# Each task costs its bot a task-runner process (about 0.15 s of CPU), which
+# is most of what this test costs: this many keep it well under a minute.
+TASKS = 200
 # Parallel API clients creating the tasks, spread over both replicas.
 CREATORS = 8
 # Far beyond what the tasks need (they append a line to a file), so that a
@@ -115,10 +117,8 @@ def test_replicas_run_every_task_exactly_once(
     bots: Callable[[DroverServer, str], BotProcess],
     tmp_path: pathlib.Path,
 ) -> None:
-    """300 tasks created through two replicas run once each on 20 bots split across them."""
-    T0 = time.monotonic()
+    """200 tasks created through two replicas run once each on 20 bots split across them."""
     a, b = replicas(E2E_SETTINGS)
-    print("replicas", time.monotonic() - T0, file=sys.stderr)
     # The same config files, copied to two places: one revision everywhere.
     assert (
         a.call("GET", "/api/v1/server")["config_revision"]
@@ -132,7 +132,6 @@ def test_replicas_run_every_task_exactly_once(
     every_bot = fleet[a] + fleet[b]
     # Each replica sees the bots of the other: the Store is all they share.
     wait_for(lambda: connected(a, every_bot) and connected(b, every_bot), 60, "the bots")
-    print("bots", time.monotonic() - T0, file=sys.stderr)
 
     runs_log = tmp_path / "runs.log"
     tag = f"run:{uuid.uuid4().hex}"
@@ -146,23 +145,12 @@ def test_replicas_run_every_task_exactly_once(
     with concurrent.futures.ThreadPoolExecutor(CREATORS) as pool:
         created = dict(pool.map(create, range(TASKS)))
     assert len(created) == TASKS
-    print("created", time.monotonic() - T0, file=sys.stderr)
 
     def all_done() -> bool:
         summary = a.call("GET", f"/api/v1/tasks:summary?tags={tag}")
         return bool(summary.get("all_done")) and int(summary.get("total", 0)) == TASKS
 
     wait_for(all_done, DONE_TIMEOUT_SECS, f"{TASKS} tasks to end")
-    print("done", time.monotonic() - T0, file=sys.stderr)
-    def cpu(pid):
-        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / 100
-    print("cpu a", cpu(a.proc.pid), "b", cpu(b.proc.pid), file=sys.stderr)
-    import subprocess as sp
-    out = sp.run(["pgrep", "-f", "CloudDatastore"], capture_output=True, text=True).stdout.split()
-    print("cpu emulator", [cpu(int(p)) for p in out], file=sys.stderr)
-    import shutil
-    shutil.copytree(tmp_path, "/tmp/replica_run", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.zip"))
 
     # Both replicas report the same final results, all COMPLETED first tries.
     listed = {server: {r["task_id"]: r for r in list_tasks(server, tag)} for server in (a, b)}

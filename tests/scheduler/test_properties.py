@@ -776,3 +776,15 @@ async def test_expired_requeued_slice_falls_back_to_a_later_runnable_slice(fleet
     result = await fleet.store.get_result(created.task_id)
     assert result is not None
     assert (result.state, result.current_slice) == (TaskState.PENDING, 2)
+
+
+async def test_resume_leaves_a_task_that_ended_while_paused_alone(fleet: Fleet) -> None:
+    """A paused task cancelled meanwhile stays as it ended: resuming it changes nothing."""
+    _, created = await fleet.tasks.create(_linux_task(600).draft())
+    assert (await fleet.tasks.pause(created.task_id))[1]
+    assert (await fleet.tasks.cancel(created.task_id, kill_running=False))[0]
+    ended = await fleet.store.get_result(created.task_id)
+    assert ended is not None
+    assert ended.state is TaskState.CANCELED
+    assert (await fleet.tasks.resume(created.task_id))[1] is False
+    assert await fleet.store.get_result(created.task_id) == ended

@@ -47,16 +47,3 @@ async def test_restart_is_refused_once_the_last_try_runs(fleet: Fleet) -> None:
     with pytest.raises(Conflict, match="last try"):
         await fleet.tasks.restart(created.task_id)
     assert await fleet.store.get_result(created.task_id) == before
-
-
-async def test_resume_leaves_a_task_that_ended_while_paused_alone(fleet: Fleet) -> None:
-    """A paused task cancelled meanwhile stays as it ended: resuming it changes nothing
-    (found by the property test: the final record was rewritten)."""
-    _, created = await fleet.tasks.create(ANY_BOT.draft())
-    assert (await fleet.tasks.pause(created.task_id))[1]
-    assert (await fleet.tasks.cancel(created.task_id, kill_running=False))[0]
-    ended = await fleet.store.get_result(created.task_id)
-    assert ended is not None
-    assert ended.state is TaskState.CANCELED
-    assert (await fleet.tasks.resume(created.task_id))[1] is False
-    assert await fleet.store.get_result(created.task_id) == ended

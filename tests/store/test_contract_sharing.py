@@ -17,7 +17,7 @@ from server.clock import FakeClock
 from server.errors import Conflict
 from server.model import Queue, TaskQuery, TaskReport, UnitResult
 from server.store.base import StaleWrite, Store
-from tests.store.conftest import Backend, RaceArranger, ReplicaOpener
+from tests.store.backends import Backend, RaceArranger, ReplicaOpener
 from tests.store.records import NOW, add_task, claim, make_task, take, task_id
 
 

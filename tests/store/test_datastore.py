@@ -19,7 +19,7 @@ from server.model import TaskQuery, TaskResult
 from server.store import datastore_client, datastore_output, datastore_tasks
 from server.store.base import OUTPUT_CHUNK_SIZE
 from server.store.datastore import DatastoreStore
-from tests.store.conftest import Closer
+from tests.store.backends import Closer
 from tests.store.datastore_emulator import Emulator, new_namespace
 from tests.store.records import NOW, add_task, claim, take, task_id
 
@@ -71,7 +71,7 @@ async def test_claims_run_off_the_event_loop(open_store: Opener) -> None:
 
 
 async def test_output_holes_take_no_space(open_store: Opener) -> None:
-    """Only chunks with written bytes are stored, each up to its last written byte."""
+    """Only OutputChunk entities with written bytes exist, each up to its last written byte."""
     store = await open_store()
     await store.write_output("r1", 5 * OUTPUT_CHUNK_SIZE + 10, b"abc")
     assert entity_names(store, datastore_client.OUTPUT_CHUNK) == ["r1/5"]

@@ -18,7 +18,7 @@ from server.errors import Unavailable
 from server.store import sqlite_schema
 from server.store.base import OUTPUT_CHUNK_SIZE
 from server.store.sqlite import SqliteStore
-from tests.store.conftest import Closer
+from tests.store.backends import Closer
 from tests.store.records import add_task, claim, task_id
 
 Opener = Callable[..., Awaitable[SqliteStore]]
@@ -179,7 +179,7 @@ async def test_busy_database_is_unavailable(open_store: Opener, db_path: pathlib
 
 
 async def test_output_holes_take_no_space(open_store: Opener) -> None:
-    """Only chunks with written bytes are stored, each up to its last written byte."""
+    """Only rows of chunks with written bytes exist, each up to its last written byte."""
     store = await open_store()
     await store.write_output("r1", 5 * OUTPUT_CHUNK_SIZE + 10, b"abc")
     rows = store.connection.execute("SELECT chunk_index, length(data) FROM output_chunks")

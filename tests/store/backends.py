@@ -1,12 +1,14 @@
-"""Fixtures of the Store tests: one `store` per registered backend, and more on its database.
+"""Store fixtures for every test (tests/conftest.py registers them): a `store` per backend.
 
-The contract suite (test_contract*.py) runs once per entry of BACKENDS, so
-a new backend joins it by registering a Backend here. The Datastore backend
-runs against the emulator (tests/store/datastore_emulator.py), started on
-first use and shared by the session; each test gets a fresh namespace, so
-tests never see each other's entities. `open_replica` opens more stores on
-the database of `store`: other server processes on one SQLite file, other
-replicas on one Datastore namespace.
+A test taking `store` runs once per entry of BACKENDS: the contract suite
+(tests/store/test_contract*.py), and tests of code that must work on every
+backend. A new backend joins them by registering a Backend here. The
+Datastore backend runs against the emulator (datastore_emulator.py),
+started on first use and shared by the session; each test gets a fresh
+namespace, so tests never see each other's entities. `open_replica` opens
+more stores on the database of `store`: other server processes on one
+SQLite file, other replicas on one Datastore namespace. A module that
+defines its own `store` fixture keeps it.
 """
 
 from __future__ import annotations

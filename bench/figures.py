@@ -1,0 +1,115 @@
+"""Figures the benchmarks report: percentiles, latency summaries, rates, CPU and load.
+
+Standard library only: bench/peer_runner.py imports it too, in the peers'
+own venv (bench/.venv-peers), so a peer's percentiles are computed by the
+same code as Drover's.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+Json = dict[str, Any]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def latency_summary(seconds: Sequence[float]) -> Json:
+    """Count, mean and p50/p95/p99/max of latencies given in seconds, shown in ms."""
+    if not seconds:
+        return {"count": 0}
+    return {
+        "count": len(seconds),
+        "mean_ms": round(1000 * sum(seconds) / len(seconds), 3),
+        "p50_ms": round(1000 * percentile(seconds, 50), 3),
+        "p95_ms": round(1000 * percentile(seconds, 95), 3),
+        "p99_ms": round(1000 * percentile(seconds, 99), 3),
+        "max_ms": round(1000 * max(seconds), 3),
+    }
+
+
+def rate(count: float, seconds: float) -> float:
+    """count / seconds rounded for a report; 0 for an empty interval."""
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+def per(amount: float, count: float, scale: float = 1.0, digits: int = 3) -> float | None:
+    """scale * amount / count, rounded; None when there is nothing to divide by."""
+    return round(scale * amount / count, digits) if count > 0 else None
+
+
+def ratio(ours: float | None, theirs: float | None) -> float | None:
+    """ours / theirs, rounded; None when either is missing or zero."""
+    if not ours or not theirs:
+        return None
+    return round(ours / theirs, 3)
+
+
+def load_average() -> float:
+    """The one-minute load average."""
+    return round(os.getloadavg()[0], 2)
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds (user + system) used by this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (from /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # Fields 14 and 15 of stat(5); the slice starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_bytes(pid: int) -> int:
+    """Resident set size of a process, in bytes (VmRSS of /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class CpuMeter:
+    """CPU seconds that some processes use over an interval, as a fraction of a core.
+
+    `pids` are read from /proc; `own` adds this process (through getrusage).
+    """
+
+    def __init__(self, pids: Sequence[int] = (), *, own: bool = False) -> None:
+        self.pids = list(pids)
+        self.own = own
+        self.start = self.read()
+        self.end: float | None = None
+
+    def read(self) -> float:
+        """CPU seconds of the measured processes so far."""
+        total = sum(proc_cpu_seconds(pid) for pid in self.pids)
+        return total + (own_cpu_seconds() if self.own else 0.0)
+
+    def stop(self) -> None:
+        """Ends the interval: later readings give the CPU used up to now."""
+        self.end = self.read()
+
+    def seconds(self) -> float:
+        """CPU seconds used from the meter's making to its stop (or to now)."""
+        return (self.read() if self.end is None else self.end) - self.start
+
+    def busy(self, elapsed: float) -> float:
+        """The CPU seconds of the interval over `elapsed` wall seconds."""
+        return round(self.seconds() / elapsed, 3) if elapsed > 0 else 0.0
