@@ -22,7 +22,14 @@ from google.protobuf import message
 from protos.api import tasks_pb2
 from server import ids
 from server.auth.authenticator import Authenticator
-from server.auth.principal import ADMIN, SCHEDULER, VIEWER, Principal, matches
+from server.auth.principal import (
+    ADMIN,
+    SCHEDULER,
+    SERVICE_ACCOUNT_PREFIX,
+    VIEWER,
+    Principal,
+    matches,
+)
 from server.errors import PermissionDenied, Unauthenticated
 from server.model import TaskRequest
 from server.scheduler.tasks import ConfigSource
@@ -142,6 +149,8 @@ class Access:
         principal = await self._authenticator.authenticate(headers)
         if rule.own_task and _acts_for(principal, request):
             return principal
+        if rule.role == SCHEDULER and await self._pools_name(principal, rule, request):
+            return principal
         if rule.role and not principal.has_role(rule.role):
             held = principal.top_role
             _deny(
@@ -155,6 +164,31 @@ class Access:
         elif rule.scope is Scope.TASK:
             await self.admit(principal, str(getattr(request, "task_id", "")))
         return principal
+
+    async def _pools_name(self, principal: Principal, rule: Rule, request: message.Message) -> bool:
+        """True when a service account is named, explicitly, by every pool in scope.
+
+        Such an entry schedules without the scheduler role: it is how an admin
+        lets a task's own token create and control tasks in chosen pools. A
+        role entry ("role:scheduler") does not count, and neither does an
+        empty ACL: a task's token holds only the viewer role.
+        """
+        if not principal.identity.startswith(SERVICE_ACCOUNT_PREFIX):
+            return False
+        if rule.scope is Scope.NEW_TASK:
+            pools: Iterable[str] = new_task_pools(request)
+        elif rule.scope is Scope.TASK:
+            task_id = str(getattr(request, "task_id", ""))
+            if not ids.is_task_id(task_id):
+                return False
+            pools = {s.properties.pool for s in (await self._read_request(task_id)).slices}
+        else:
+            return False
+        snapshot = self._config.current
+        named = [snapshot.pool(name) for name in pools]
+        return bool(named) and all(
+            pool is not None and principal.identity in pool.schedulers for pool in named
+        )
 
     async def admit(self, principal: Principal, task_id: str) -> None:
         """Raises unless `principal` may create or change tasks in every pool of the task.

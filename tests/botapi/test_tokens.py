@@ -309,3 +309,29 @@ async def test_minted_tokens_never_reach_the_logs(
     text = "\n".join(r.getMessage() for r in caplog.records)
     for token in tokens:
         assert token not in text
+
+
+async def test_pool_naming_the_account_lets_its_tokens_schedule_there(
+    server: Client, config_dir: pathlib.Path
+) -> None:
+    """A pool whose ACL names the service account admits its tokens' tasks; others do not."""
+    bot = await started_bot(server)
+    run_id = await running(server, bot)
+    token = (await ask(bot, "oauth_token", account_id="task", task_id=run_id))["access_token"]
+    (config_dir / "pools.cfg").write_text(
+        POOLS_CFG.replace(
+            f'allowed_service_account: "{ACCOUNT}"',
+            f'allowed_service_account: "{ACCOUNT}"\n  schedulers: "service_account:{ACCOUNT}"',
+        )
+    )
+    assert app_of(server)[CONFIG].reload()
+    status, created = await api(server, "POST", "/api/v1/tasks", token, task_body(wait=True))
+    assert status == 200, created
+    child = created["task_id"]
+    status, answer = await api(server, "POST", f"/api/v1/tasks/{child}:cancel", token, {})
+    assert (status, answer["canceled"]) == (200, True)
+    elsewhere = task_body(wait=True)
+    elsewhere["task_slices"][0]["properties"]["dimensions"] = [{"key": "pool", "value": "other"}]
+    status, refused = await api(server, "POST", "/api/v1/tasks", token, elsewhere)
+    assert status == 403, refused
+    assert "scheduler role" in refused["error"]["message"]

@@ -161,7 +161,7 @@ async def test_all_pages_of_bots_are_counted(
     assert counts(report) == (5, 0, 0, 0)
 
 
-async def test_pending_report_over_http(make_server: ServerFactory) -> None:
+async def test_pending_report_over_http(make_server: ServerFactory, clock: FakeClock) -> None:
     """GET /api/v1/tasks/{id}/pending reports each slice: matching bots by state, what no
     live bot has, and the queue position of the slice the task waits on."""
     client = await make_server()
@@ -178,6 +178,8 @@ async def test_pending_report_over_http(make_server: ServerFactory) -> None:
     body["task_slices"] = [mac, anywhere]
     for _ in range(2):
         assert (await client.post("/api/v1/tasks", json=body)).status == 200
+        # Tasks of one millisecond order by their random ID bits: keep them apart.
+        clock.advance(1)
     task_id = (await (await client.post("/api/v1/tasks", json=body)).json())["task_id"]
     resp = await client.get(f"/api/v1/tasks/{task_id}/pending")
     assert resp.status == 200
