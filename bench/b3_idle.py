@@ -2,7 +2,7 @@
 
 For each fleet size K: a fresh server (`long_poll_secs: 40`,
 `max_bot_sleep_time: 1`); K simulated bots in a few client processes
-(bench/bot_fleet.py, 2,500 bots each unless --client-procs says otherwise)
+(bench/bot_fleet.py, 5,000 bots each unless --client-procs says otherwise)
 handshake, then start polling with their starts spread over `--spread`
 seconds (by default one poll cycle, 41 s, so polls arrive at even phases
 as in a real fleet, not in one burst every 41 s). Once every bot's first
@@ -62,6 +62,7 @@ async def measure_idle(bots: int, secs: float, spread: float, procs: int) -> Jso
             rss = server.rss_bytes()
         finally:
             final = await fleet.stop()
+    # The server has stopped here: how long it took to, with the fleet just gone.
     requests = sum(stats["requests"].values()) - requests0
     polls = stats["requests"].get("poll", 0) - polls0
     return {
@@ -78,6 +79,7 @@ async def measure_idle(bots: int, secs: float, spread: float, procs: int) -> Jso
         "server_cpu_us_per_request": per(server_cpu.seconds(), requests, 1e6, 1),
         "server_rss_mib": round(rss / 2**20, 1),
         "server_rss_mib_after_handshakes": round(rss_connected / 2**20, 1),
+        "server_stop_secs": server.stop_secs,
         "client_cpu_busy": client_cpu.busy(elapsed),
         "client_loop_lag_ms_max": stats["loop_lag_ms_max"],
         "errors": final.get("errors", {}),
@@ -101,7 +103,7 @@ def parse_args() -> argparse.Namespace:
         "--spread", type=float, default=-1.0, help="seconds over which bots start polling"
     )
     parser.add_argument(
-        "--client-procs", type=int, default=0, help="client processes (0: one per 2,500 bots)"
+        "--client-procs", type=int, default=0, help="client processes (0: one per 5,000 bots)"
     )
     args = parser.parse_args()
     args.sizes = args.sizes or ([1000, 10000] if args.full else [200, 1000])

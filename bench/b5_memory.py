@@ -95,7 +95,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=0, help="pending tasks M")
     parser.add_argument("--bots", type=int, default=0, help="connected bots B")
     parser.add_argument(
-        "--client-procs", type=int, default=0, help="client processes (0: one per 2,500 bots)"
+        "--client-procs", type=int, default=0, help="client processes (0: one per 5,000 bots)"
     )
     args = parser.parse_args()
     args.tasks = args.tasks or (100_000 if args.full else 2_000)

@@ -33,9 +33,11 @@ from server_process import PYTHON, http_session
 from sim_bots import BotGroup, Fleet
 
 HERE = Path(__file__).resolve().parent
-# Bots per client process when the caller does not choose: see bench/README.md
-# ("B3: one client process or several") for the measurement behind it.
-BOTS_PER_PROCESS = 2500
+# Bots per client process when the caller does not choose. One process was
+# measured to keep 10,000 idle bots on schedule (bench/README.md, "B3: client
+# processes"); two at that size halve the queue on each event loop without
+# costing the server's two cores much more.
+BOTS_PER_PROCESS = 5000
 # Handshakes in flight per client process.
 HANDSHAKE_CONCURRENCY = 50
 # How long a client process gets for its handshakes, and to answer a command.

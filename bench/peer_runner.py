@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 # Standard library only, so importable here too: the same percentiles as Drover's.
-from figures import latency_summary
+from figures import latency_summary, per, rate
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -155,14 +155,19 @@ class Peer:
         finally:
             self.stop_worker()
         done = int(self.redis.get(t.DONE_KEY) or 0)
-        first = float(self.redis.get(t.FIRST_KEY) or 0)
-        last = float(self.redis.get(t.LAST_KEY) or 0)
+        first, last, cpu_first, cpu_last = (
+            float(self.redis.get(key) or 0)
+            for key in (t.FIRST_KEY, t.LAST_KEY, t.FIRST_CPU_KEY, t.LAST_CPU_KEY)
+        )
         return {
             "tasks": tasks,
             "finished": finished,
             "completed": done,
-            "enqueue_per_s": round(tasks / enqueue_secs, 1) if enqueue_secs > 0 else 0,
-            "steady_tasks_per_s": round((done - 1) / (last - first), 1) if last > first else 0,
+            "enqueue_per_s": rate(tasks, enqueue_secs),
+            "steady_tasks_per_s": rate(done - 1, last - first),
+            # The worker's own CPU over the same interval (Redis's is not counted).
+            "worker_cpu_ms_per_task": per(cpu_last - cpu_first, done - 1, 1000),
+            "worker_cpu_busy": per(cpu_last - cpu_first, last - first),
         }
 
     def latency(self, rates: list[float], secs: float) -> list[dict[str, Any]]:
@@ -199,7 +204,7 @@ class Peer:
         latencies = [float(v) for v in self.redis.lrange(key, 0, -1)]
         return {
             "tasks": count,
-            "submitted_per_s": round(count / (ended - start), 1) if ended > start else 0,
+            "submitted_per_s": rate(count, ended - start),
             "submit_lag_max_ms": round(1000 * lag, 3),
             "submit_to_start": latency_summary(latencies),
         }

@@ -6,7 +6,9 @@ and `BENCH_REDIS_URL` the Redis they use. Two tasks:
 
 - `noop(total)`: counts itself done in Redis (INCR), and records the
   CLOCK_MONOTONIC time of the first and of the `total`-th completion, so a
-  drain is timed from its first task to its last inside the worker.
+  drain is timed from its first task to its last inside the worker, and the
+  worker process's CPU time (`time.process_time()`, all its threads) at both,
+  so the report can tell a slow peer from a peer starved of CPU.
 - `stamp(sent)`: records `monotonic() - sent` as soon as it starts, `sent`
   being the producer's CLOCK_MONOTONIC time just before it enqueued: the
   submit-to-start latency, on one system-wide clock.
@@ -29,6 +31,8 @@ QUEUE = "bench"
 DONE_KEY = "bench:done"
 FIRST_KEY = "bench:t_first"
 LAST_KEY = "bench:t_last"
+FIRST_CPU_KEY = "bench:cpu_first"
+LAST_CPU_KEY = "bench:cpu_last"
 LATENCY_KEY = "bench:latency"
 
 _client: Any = None
@@ -47,9 +51,11 @@ def record_done(total: int) -> None:
     r = client()
     done = r.incr(DONE_KEY)
     if done == 1:
+        r.set(FIRST_CPU_KEY, repr(time.process_time()))
         r.set(FIRST_KEY, repr(time.monotonic()))
     if done == total:
         r.set(LAST_KEY, repr(time.monotonic()))
+        r.set(LAST_CPU_KEY, repr(time.process_time()))
 
 
 def record_start(sent: float) -> None:

@@ -115,6 +115,8 @@ async def create_app(
     own_store = store is None
     store = store or await open_store(options.store, options.state_dir, clock)
     keys = await session_keystore.load_or_create(store, clock, options.state_dir)
+    # Replicas reading the same files log (and serve at /api/v1/server) one revision.
+    log.info("config revision %s from %s", config.current.revision, options.config_dir)
     server_url = config.current.settings.server_url or options.server_url
     botcode = BotCode(config.current, server_url=server_url, bot_dir=options.bot_dir)
 
