@@ -15,6 +15,7 @@ for the drain apart.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -37,8 +38,13 @@ def _sql_per_task(counts: Json, before: Json, tasks: int) -> Json:
     }
 
 
-async def measure_drain(tasks: int, bots: int, *, claim: bool, profile: bool = False) -> Json:
-    """Creates `tasks` no-op tasks, then drains them through `bots` bots; returns figures."""
+async def measure_drain(
+    tasks: int, bots: int, *, claim: bool, profile: bool = False, profile_out: Path | None = None
+) -> Json:
+    """Creates `tasks` no-op tasks, then drains them through `bots` bots; returns figures.
+
+    With `profile`, the server runs in cProfile; `profile_out` keeps its dump.
+    """
     with tempfile.TemporaryDirectory(prefix="drover-b1-") as tmp:
         root = Path(tmp)
         async with drover(SETTINGS, root=root, profile=profile) as (server, http):
@@ -90,6 +96,8 @@ async def measure_drain(tasks: int, bots: int, *, claim: bool, profile: bool = F
         }
         if server.profile_path is not None and server.profile_path.exists():
             figures["server_profile"] = _profile(server, tasks, sql_created)
+            if profile_out is not None:
+                shutil.copyfile(server.profile_path, profile_out)
         return figures
 
 
@@ -104,7 +112,13 @@ def _profile(server: Server, tasks: int, sql_created: Json) -> Json:
 
 async def main(args: argparse.Namespace) -> Json:
     """Runs the drain and the open loop at the chosen sizes."""
-    drain = await measure_drain(args.tasks, args.bots, claim=args.claim, profile=args.profile)
+    drain = await measure_drain(
+        args.tasks,
+        args.bots,
+        claim=args.claim,
+        profile=args.profile or args.profile_out is not None,
+        profile_out=args.profile_out,
+    )
     if not args.rates:
         return {"drain": drain}
     open_loop = await measure_open_loop(args.rates, args.secs, args.bots, claim=args.claim)
@@ -122,6 +136,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--secs", type=float, default=0.0, help="open-loop time per rate")
     parser.add_argument("--profile", action="store_true", help="run the drain's server in cProfile")
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        help="keep the drain server's cProfile dump here (implies --profile)",
+    )
     args = parser.parse_args()
     args.tasks = args.tasks or (20_000 if args.full else 1_000)
     if args.rates is None:

@@ -16,8 +16,24 @@ from figures import Json, per
 ROOT = Path(__file__).resolve().parent.parent
 # Time blocked in epoll is the event loop idling, not work: shown apart.
 IDLE_MARK = "select.epoll"
+# Where pstats keeps own and cumulative time in an entry (cc, ncalls, tottime, cumtime, callers).
+OWN, CUMULATIVE = 2, 3
 # The statement counter of bench/counted_serve.py is measurement, not server work.
 COUNTER_MARK = "counted_serve.py"
+# The event loop's own frames hold everything that runs in the loop: left out
+# of the cumulative ranking, which would otherwise start with them.
+LOOP_FRAMES = (
+    "asyncio/base_events.py",
+    "asyncio/events.py",
+    "asyncio/runners.py",
+    "selectors.py",
+    "of '_contextvars.Context' objects",
+    "cProfile.py",
+    "server/__main__.py",
+    "server/cli/",
+    "aiohttp/web.py",
+    "<string>",
+)
 
 
 def _name(func: tuple[str, int, str]) -> str:
@@ -39,7 +55,12 @@ def profile_summary(path: Path, per_count: int, sql_counts: Json, top: int = 25)
     total = sum(entry[2] for entry in raw.values())
 
     def rows(index: int) -> list[str]:
-        ordered = sorted(raw.items(), key=lambda item: item[1][index], reverse=True)[:top]
+        shown = list(raw.items())
+        if index == CUMULATIVE:
+            shown = [
+                (k, v) for k, v in shown if not any(m in k[0] or m in k[2] for m in LOOP_FRAMES)
+            ]
+        ordered = sorted(shown, key=lambda item: item[1][index], reverse=True)[:top]
         return [
             f"{1e6 * tottime / per_count:9.1f} us own {1e6 * cumtime / per_count:9.1f} us cum"
             f" {ncalls / per_count:8.2f} calls  {_name(func)}"
@@ -58,6 +79,6 @@ def profile_summary(path: Path, per_count: int, sql_counts: Json, top: int = 25)
         "sqlite_statements_per_item_by_kind": {
             kind: per(count, per_count, 1, 2) for kind, count in sorted(sql_counts.items())
         },
-        "top_by_own_time": rows(2),
-        "top_by_cumulative_time": rows(3),
+        "top_by_own_time": rows(OWN),
+        "top_by_cumulative_time": rows(CUMULATIVE),
     }

@@ -154,7 +154,8 @@ def run(
             "machine": load.summary(),
             "results": results,
         }
-        print(json.dumps(doc, indent=2), flush=True)
+        # default=str: paths among the settings.
+        print(json.dumps(doc, indent=2, default=str), flush=True)
 
     try:
         asyncio.run(capped())

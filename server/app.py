@@ -101,6 +101,23 @@ class ServerOptions:
         return DATASTORE_RECHECK_SECS if self.store.is_shared else SQLITE_RECHECK_SECS
 
 
+def make_private_dir(state_dir: pathlib.Path) -> None:
+    """Creates the state directory readable by its owner only, or warns when it is not.
+
+    With SQLite, the database in it holds the session and signing keys:
+    whoever reads it can forge bot sessions and task tokens.
+    """
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = state_dir.stat().st_mode
+    if mode & 0o077:
+        log.warning(
+            "state directory %s is open to other users (mode %o): it holds the server's"
+            " keys; chmod 700 it",
+            state_dir,
+            mode & 0o777,
+        )
+
+
 async def create_app(
     options: ServerOptions,
     *,
@@ -110,7 +127,7 @@ async def create_app(
 ) -> web.Application:
     """Builds the server application; resources are released on cleanup."""
     clock = clock or SystemClock()
-    options.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(options.state_dir)
     config = config or LiveConfig(options.config_dir, clock=clock)
     own_store = store is None
     store = store or await open_store(options.store, options.state_dir, clock)

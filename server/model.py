@@ -150,6 +150,10 @@ class TaskResult:
     properties_hash: str = ""
     # The finished task this one reruns (`:retry`).
     retry_of: str = ""
+    # Set when a child names this task as its parent; cleared once this task
+    # has ended and its children were told to stop (server/scheduler/children.py).
+    # While an ended task keeps it, the sweeper finds it due.
+    children_to_stop: bool = False
 
     @property
     def run_id(self) -> str:

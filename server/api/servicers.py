@@ -50,7 +50,13 @@ class TasksServicer:
     ) -> tasks_pb2.TaskRequestMetadataResponse:
         tolerance = self._config.current.settings.bot_ping_tolerance_secs
         draft = convert.new_request(req, default_tolerance=tolerance)
-        draft = dataclasses.replace(draft, authenticated_as=ctx.principal.identity)
+        # A task calling with its own token makes a child unless it names
+        # another parent, like Swarming's client does from SWARMING_TASK_ID.
+        draft = dataclasses.replace(
+            draft,
+            authenticated_as=ctx.principal.identity,
+            parent_task_id=draft.parent_task_id or ctx.principal.task_id,
+        )
         request, result = await self._tasks.create(draft)
         return _metadata(request, result)
 

@@ -15,9 +15,10 @@ key wins and both use it. Keys are read from the Store at most every
 CACHE_SECS, and again at once when a token names a key this replica has not
 seen yet (another replica created it).
 
-The key material sits in the Store like the rest of the server's state:
-whoever can read the database can mint tokens, as whoever can read the
-state directory can forge sessions.
+The key material sits in the Store like the rest of the server's state,
+beside the session keys: whoever can read the database can mint tokens and
+forge sessions. With SQLite the server keeps its state directory readable
+by its owner only (server/app.py make_private_dir).
 """
 
 from __future__ import annotations

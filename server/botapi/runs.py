@@ -5,12 +5,23 @@ the bot the run belongs to while the run is current; anything else is
 refused with `must_stop` and writes nothing. task_update never answers a 4xx
 for such expected conditions, because a 4xx kills a stock bot's task and
 loses its output (PROTOCOL.md 0.2.1 T3).
+
+A run ID names a task and a try, and an unconfirmed reservation that is
+released gives its try back (transitions.release), so the same run ID can be
+handed to another bot. A confirmed run's ID is never handed out again: every
+later try gets a higher number. So output and results are written only
+under a confirmed run (task_update confirms a stock bot's reservation
+first), never under one that may become another bot's.
+
+Every call that may end a task then stops the task's children
+(server/scheduler/children.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from typing import Any
 
@@ -28,8 +39,8 @@ from server.botapi.messages import (
 )
 from server.errors import TaskNotFound
 from server.model import TaskResult, TaskState
-from server.scheduler import dedup, manifest, transitions
-from server.scheduler.tasks import mutate
+from server.scheduler import children, dedup, manifest, transitions
+from server.scheduler.mutation import mutate
 
 log = logging.getLogger("drover.botapi")
 
@@ -37,6 +48,22 @@ log = logging.getLogger("drover.botapi")
 def is_current_run(result: TaskResult, bot_id: str, try_number: int) -> bool:
     """True when `result`'s current run is the bot's run `try_number`."""
     return result.bot_id == bot_id and result.try_number == try_number
+
+
+def confirmed(
+    result: TaskResult, *, bot_id: str, try_number: int, now: float, tolerance_secs: int
+) -> TaskResult | None:
+    """The bot's running run `try_number`, its reservation confirmed; None if it is not the bot's.
+
+    A confirmed run is returned as it is.
+    """
+    if result.state is not TaskState.RUNNING or not is_current_run(result, bot_id, try_number):
+        return None
+    if result.reserved_until is None:
+        return result
+    return transitions.confirm(
+        result, now=now, tolerance_secs=tolerance_secs, claim_id=result.claim_id
+    )
 
 
 class RunService:
@@ -75,6 +102,7 @@ class RunService:
             result, _ = await mutate(ctx.store, task_id, change)
         except TaskNotFound:
             return {"cmd": "skip", "reason": "no such task"}
+        await children.stop_children(ctx.store, result, now)
         if not (
             result.state is TaskState.RUNNING
             and is_current_run(result, bot_id, try_number)
@@ -112,28 +140,39 @@ class RunService:
             if transitions.is_same_completion(result, req.update):
                 return {"ok": True, "must_stop": False}
             return _stop(f"the task has ended ({result.state.name})")
+        request = await ctx.store.get_request(task_id)
+        assert request is not None, "a stored result always has its request"
+        tolerance = request.bot_ping_tolerance_secs
+        run = functools.partial(
+            confirmed, bot_id=bot_id, try_number=try_number, now=now, tolerance_secs=tolerance
+        )
+        if result.reserved_until is not None and (req.output or req.report):
+            # A stock bot's first update confirms its reservation. Until then the
+            # sweeper may release it and hand this run ID to another bot, whose
+            # output this write would land in: confirm it before writing.
+            result, _ = await mutate(ctx.store, task_id, lambda r: _changed(r, run(r)))
+            if run(result) is not result:  # not the bot's confirmed run
+                return _stop("this run is no longer the bot's: its reservation was released")
+        # Written before the update below, so a follower that sees the run end
+        # (the end of its stream) finds the final chunk already stored.
         if req.output:
             await ctx.store.write_output(req.run_id, req.output_chunk_start, req.output)
         if req.report:
             key = f"{req.run_id}:{req.results_offset}"
             await ctx.store.add_report(task_id, req.report, key)
-        # Our own bot reads `paused` (SIGSTOP / SIGCONT); a stock bot ignores it.
-        request = await ctx.store.get_request(task_id)
-        assert request is not None, "a stored result always has its request"
-        tolerance = request.bot_ping_tolerance_secs
 
         def change(r: TaskResult) -> TaskResult | None:
-            if r.state is not TaskState.RUNNING or not is_current_run(r, bot_id, try_number):
+            mine = run(r)
+            if mine is None:
                 return None
-            if r.reserved_until is not None:
-                r = transitions.confirm(r, now=now, tolerance_secs=tolerance, claim_id=r.claim_id)
-            r = transitions.apply_update(r, req.update, now=now, tolerance_secs=tolerance)
+            r = transitions.apply_update(mine, req.update, now=now, tolerance_secs=tolerance)
             if r.state is TaskState.COMPLETED:
                 r = dataclasses.replace(r, properties_hash=dedup.reusable_hash(request, r))
             return transitions.settle_restart(r, request, now=now)
 
         stored, changed = await mutate(ctx.store, task_id, change)
         ctx.output_waiters.notify(task_id)
+        await children.stop_children(ctx.store, stored, now)
         if not changed and not is_current_run(stored, bot_id, try_number):
             return _stop("this run is not the bot's current run")
         if changed and stored.is_dispatchable:
@@ -174,7 +213,8 @@ class RunService:
             return transitions.settle_restart(ended, request, now=now)
 
         with contextlib.suppress(TaskNotFound):
-            await mutate(ctx.store, task_id, change)
+            stored, _ = await mutate(ctx.store, task_id, change)
+            await children.stop_children(ctx.store, stored, now)
         return {"resp": 1}
 
     def _session(self, token: str | None, creds: BotCredentials) -> session_pb2.Session:
@@ -184,6 +224,11 @@ class RunService:
         sess = session.unmarshal(token, self._ctx.keys)
         self._ctx.recheck_credentials(sess, creds)
         return sess
+
+
+def _changed(old: TaskResult, new: TaskResult | None) -> TaskResult | None:
+    """`new` as a change of `old` for `mutate`: None when it is `old` itself."""
+    return None if new is old else new
 
 
 def _stop(reason: str) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """`drover bootstrap-token`: mint a short-lived token that lets a new machine join the fleet.
 
-It runs on the server's machine, against the server's own state (like the
-session keys, the signing keys live there), so it needs no API token and
-works whether the server runs or not: a running server accepts the token
-at once. It prints the token and the one command that starts a bot with it:
+It runs on the server's machine, against the server's own Store (the
+signing keys live there; the store flags are those of `drover serve`), so
+it needs no API token and works whether the server runs or not: a running
+server accepts the token at once. It prints the token and the one command that starts a bot with it:
 
     curl -fsS 'http://127.0.0.1:8080/bootstrap?tok=drb_...' | python3 - drover-bot
 """
@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import pathlib
 import shlex
 
 from server.auth import bootstrap_tokens
 from server.cli import render
+from server.cli.local import add_local_options, state_store
 from server.cli.options import Failure, Subparsers
-
-STORE_FILE = "drover.sqlite3"
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -34,12 +32,7 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
             " command a new machine runs to join (--server is the URL it uses)."
         ),
     )
-    p.add_argument(
-        "--state-dir",
-        type=pathlib.Path,
-        default=pathlib.Path("state"),
-        help="the server's state directory (default: ./state)",
-    )
+    add_local_options(p)
     p.add_argument(
         "--lifetime",
         type=int,
@@ -63,13 +56,8 @@ def _bootstrap_token(args: argparse.Namespace) -> int:
     # Imported here so that client commands start without loading the server.
     from server.errors import InvalidRequest
 
-    database = args.state_dir / STORE_FILE
-    if not database.is_file():
-        raise Failure(
-            f"{database} does not exist: --state-dir must be the server's state directory"
-        )
     try:
-        token, expiry = asyncio.run(_mint(database, args.lifetime))
+        token, expiry = asyncio.run(_mint(args))
     except InvalidRequest as e:
         raise Failure(str(e)) from e
     expires = datetime.datetime.fromtimestamp(expiry, datetime.UTC).isoformat(timespec="seconds")
@@ -83,14 +71,9 @@ def _bootstrap_token(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _mint(database: pathlib.Path, lifetime: int) -> tuple[str, float]:
+async def _mint(args: argparse.Namespace) -> tuple[str, float]:
     from server.auth import minting
     from server.clock import SystemClock
-    from server.store.sqlite import SqliteStore
 
-    clock = SystemClock()
-    store = await SqliteStore.open(database, clock=clock)
-    try:
-        return await minting.bootstrap_minter(store, clock).mint(lifetime)
-    finally:
-        await store.close()
+    async with state_store(args) as store:
+        return await minting.bootstrap_minter(store, SystemClock()).mint(args.lifetime)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import pathlib
 from typing import Any
 
 from server.cli import render
 from server.cli.client import client_of, quote
+from server.cli.local import add_local_options, is_local, state_store
 from server.cli.options import Failure, Subparsers, duration_secs
 
 ROLES = ("viewer", "scheduler", "admin")
@@ -36,40 +36,31 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="lifetime: seconds, or 90m, 12h, 30d (default: never expires)",
     )
-    _add_state_dir(p)
+    add_local_options(p, optional=True)
     p.set_defaults(run=_create)
 
     p = token_sub.add_parser("list", parents=[parent], help="list tokens (never their secrets)")
-    _add_state_dir(p)
+    add_local_options(p, optional=True)
     p.set_defaults(run=_list)
 
     p = token_sub.add_parser("revoke", parents=[parent], help="refuse a token from now on")
     p.add_argument("token_id", metavar="TOKEN_ID", help="its ID (or the whole token)")
-    _add_state_dir(p)
+    add_local_options(p, optional=True)
     p.set_defaults(run=_revoke)
 
 
-def _add_state_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--state-dir",
-        type=pathlib.Path,
-        help="act on the server's state directory directly (no API token needed)",
-    )
-
-
 def _local(args: argparse.Namespace, action: str) -> Any:
-    """Runs an Auth RPC against the store in --state-dir; returns its JSON answer."""
+    """Runs an Auth RPC against the server's Store directly; returns its JSON answer."""
     # Imported here so that client commands start without loading the server.
     from protos.api import auth_pb2
     from server.api import auth_servicer
     from server.api.transcoder import to_json
     from server.auth.tokens import LOCAL, ApiTokenService
-    from server.cli.local import state_store
     from server.clock import SystemClock
     from server.errors import DroverError
 
     async def run() -> Any:
-        async with state_store(args.state_dir) as store:
+        async with state_store(args) as store:
             tokens = ApiTokenService(store, SystemClock())
             if action == "create":
                 token, record = await tokens.create(
@@ -89,7 +80,7 @@ def _local(args: argparse.Namespace, action: str) -> Any:
 
 
 def _create(args: argparse.Namespace) -> int:
-    if args.state_dir:
+    if is_local(args):
         created = _local(args, "create")
     else:
         body = {"name": args.name, "role": args.role, "expires_in_secs": args.expires_in}
@@ -132,7 +123,7 @@ def _status(token: dict[str, Any]) -> str:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    if args.state_dir:
+    if is_local(args):
         info = _local(args, "revoke")
     else:
         info = client_of(args).post(f"/tokens/{quote(args.token_id)}:revoke")

@@ -1,9 +1,13 @@
-"""The background loop: expiry and slice fallback, released reservations, bot death.
+"""The background loop: expiry and slice fallback, released reservations, bot death,
+and the children of ended tasks.
 
 Safe with several server processes running it at once: every change is a
 compare-and-set on the task's result, planned from the record it replaces,
 so two sweepers acting on the same task cannot both win, and the loser
 re-reads and finds nothing left to do (tests/scheduler/test_sweeper_concurrency.py).
+Stopping the children of an ended task is idempotent the same way
+(server/scheduler/children.py); a task whose children a dead server did not
+stop stays due until a sweep has stopped them.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import logging
 
 from server.clock import Clock
 from server.model import TaskRequest, TaskResult, TaskState
-from server.scheduler import transitions
-from server.scheduler.tasks import Notifier, TaskService, mutate_with
+from server.scheduler import children, transitions
+from server.scheduler.mutation import mutate_with
+from server.scheduler.tasks import Notifier, TaskService
 from server.store.base import Store
 
 log = logging.getLogger("drover.sweeper")
@@ -80,7 +85,9 @@ class Sweeper:
             log.info("task %s is now %s (try %d)", task_id, result.state.name, result.try_number)
             if result.is_dispatchable:
                 self._notifier.notify(result.queue_key)
-        return int(changed)
+        # Its end, now or earlier (by a server that died before this step), stops its children.
+        stopped = await children.stop_children(self._store, result, now)
+        return int(changed or stopped)
 
     async def _due_change(
         self, current: TaskResult, request: TaskRequest, now: float

@@ -1,8 +1,9 @@
 """The task service: create tasks, read them, read their output, cancel them.
 
-Every change of a stored task goes through `mutate`, a read / pure transition
-/ compare-and-set loop, so concurrent writers (handlers, the background loop,
-other server processes) never lose each other's changes.
+Every change of a stored task goes through server/scheduler/mutation.py, a
+read / pure transition / compare-and-set loop, so concurrent writers
+(handlers, the background loop, other server processes) never lose each
+other's changes. Parents and children are server/scheduler/children.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from server import ids
@@ -31,18 +32,17 @@ from server.model import (
     TaskSlice,
     TaskState,
 )
-from server.scheduler import dedup, reports, requests, transitions
+from server.scheduler import children, dedup, reports, requests, transitions
+from server.scheduler.children import PARENT_TAG
+from server.scheduler.mutation import mutate
 from server.scheduler.queues import QueueIndex
 from server.scheduler.waiters import PollWaiters
-from server.store.base import StaleWrite, Store
+from server.store.base import Store
 
-# How often a compare-and-set is retried under contention before giving up.
-MAX_CAS_ATTEMPTS = 20
 # New IDs tried when one is taken: 16 random bits per millisecond make a
 # collision rare, and several in a row a sign of something else.
 MAX_ID_ATTEMPTS = 5
-# Tags the server adds: children are found by their parent's, reruns name their source.
-PARENT_TAG = "parent_task_id"
+# The tag the server adds to a rerun, naming its source.
 RETRY_TAG = "retry_of"
 # Page sizes, and how many tasks one count, summary or batch covers at most.
 MAX_PAGE = 1000
@@ -73,42 +73,6 @@ class NullNotifier:
         """Does nothing."""
 
 
-async def mutate(
-    store: Store, task_id: str, change: Callable[[TaskResult], TaskResult | None]
-) -> tuple[TaskResult, bool]:
-    """Applies `change` to a task's result with compare-and-set, retrying on conflicts.
-
-    Returns (stored result, whether it changed). Raises TaskNotFound.
-    """
-
-    async def plan(current: TaskResult) -> TaskResult | None:
-        return change(current)
-
-    return await mutate_with(store, task_id, plan)
-
-
-async def mutate_with(
-    store: Store, task_id: str, plan: Callable[[TaskResult], Awaitable[TaskResult | None]]
-) -> tuple[TaskResult, bool]:
-    """Like `mutate`, for a change that must read more (bots, queues) to decide.
-
-    On a conflict the change is planned again from the fresh record, so what
-    it read always matches the record it replaces.
-    """
-    for _ in range(MAX_CAS_ATTEMPTS):
-        current = await store.get_result(task_id)
-        if current is None:
-            raise TaskNotFound(task_id)
-        new = await plan(current)
-        if new is None:
-            return current, False
-        try:
-            return await store.update_result(new), True
-        except StaleWrite:
-            continue
-    raise Conflict(f"task {task_id} is changing too fast, try again")
-
-
 class TaskService:
     """Creates, reads and cancels tasks."""
 
@@ -136,7 +100,9 @@ class TaskService:
 
         A slice can run when it has `wait_for_capacity` or a live bot matches
         it; with none, the task is NO_RESOURCE at once. A repeated
-        `request_uuid` returns the task created the first time.
+        `request_uuid` returns the task created the first time. A child marks
+        its parent first, and is cancelled at once if the parent ended while
+        it was being stored (server/scheduler/children.py).
         """
         now = self._clock.now()
         request = requests.validate(dataclasses.replace(draft, created_ts=now))
@@ -147,14 +113,10 @@ class TaskService:
         )
         # Tags the server adds, so tasks can be selected by pool and parent.
         tags = [*request.tags, f"pool:{request.slices[0].properties.pool}"]
-        if request.parent_task_id:
-            parent = await self.get_result(request.parent_task_id)
-            if not parent.state.is_active:
-                raise InvalidRequest(
-                    f"parent_task_id {parent.task_id} is {parent.state.name}; "
-                    "a finished task cannot have new children"
-                )
-            tags.append(f"{PARENT_TAG}:{parent.task_id}")
+        parent_id = _summary_id(request.parent_task_id) if request.parent_task_id else ""
+        if parent_id:
+            await children.adopt(self._store, parent_id)
+            tags.append(children.parent_tag(parent_id))
         request = dataclasses.replace(request, task_id=ids.new_task_id(now), tags=sorted(set(tags)))
         result = TaskResult(
             task_id=request.task_id,
@@ -183,6 +145,11 @@ class TaskService:
             existing = await self._store.get_request(stored.task_id)
             assert existing is not None, "a stored result always has its request"
             return existing, stored
+        if parent_id and stored.state.is_active:
+            parent = await self.get_result(parent_id)
+            if not parent.state.is_active:
+                # It ended after `adopt`, maybe before this child could be listed.
+                stored, _ = await children.cancel(self._store, stored.task_id, now, kill_running=True)
         if stored.is_dispatchable:
             self._notifier.notify(stored.queue_key)
         return request, stored
@@ -337,28 +304,10 @@ class TaskService:
         Returns (whether anything changed, whether the task was running).
         """
         now = self._clock.now()
-        result, changed = await mutate(
-            self._store,
-            _summary_id(task_id),
-            lambda r: transitions.cancel(r, now=now, kill_running=kill_running),
+        result, changed = await children.cancel(
+            self._store, _summary_id(task_id), now, kill_running=kill_running
         )
-        if changed:
-            await self._cancel_children(result.task_id)
         return changed, result.state is TaskState.RUNNING
-
-    async def _cancel_children(self, parent_id: str) -> None:
-        query = TaskQuery(
-            states=frozenset({TaskState.PENDING, TaskState.RUNNING}),
-            tags=[f"{PARENT_TAG}:{parent_id}"],
-            limit=1000,
-        )
-        while True:
-            page = await self._store.list_tasks(query)
-            for child in page.items:
-                await self.cancel(child.task_id, kill_running=True)
-            if not page.cursor:
-                return
-            query = dataclasses.replace(query, cursor=page.cursor)
 
     async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
         """Lists tasks newest first."""

@@ -94,6 +94,7 @@ def apply_update(
                 state=end,
                 completed_ts=now,
                 dead_after_ts=None,
+                paused=False,
                 exit_code=update.exit_code,
                 duration=update.duration,
                 hard_timeout=update.hard_timeout,
@@ -203,7 +204,11 @@ def cancel_unstarted(result: TaskResult, *, now: float) -> TaskResult:
 def _unreserve(result: TaskResult, *, now: float) -> TaskResult:
     """The reservation is undone and the task is pending again.
 
-    The try number goes back too, so the run that never started leaves no trace.
+    The try number goes back too, so the run that never started leaves no
+    trace, and its run ID goes to the next bot. Only an unconfirmed run
+    gives its try back: a confirmed run's ID stays its bot's for good,
+    which is what lets task_update write output under it
+    (server/botapi/runs.py).
     """
     return dataclasses.replace(
         result,
@@ -332,6 +337,7 @@ def _end(result: TaskResult, state: TaskState, now: float, **changes: Any) -> Ta
     """Ends the task in a final state the bot did not report (it was abandoned).
 
     The queue key stays: a restart queues the task again in the same queue.
+    An ended task is never shown paused, whatever it was when it ended.
     """
     return dataclasses.replace(
         result,
@@ -340,6 +346,7 @@ def _end(result: TaskResult, state: TaskState, now: float, **changes: Any) -> Ta
         abandoned_ts=now,
         dead_after_ts=None,
         reserved_until=None,
+        paused=False,
         modified_ts=now,
         **changes,
     )

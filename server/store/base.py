@@ -183,11 +183,12 @@ class Store(Protocol):
         ...
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:
-        """Returns active tasks with a deadline at or before `now`.
+        """Returns tasks with a deadline at or before `now`, earliest deadline first.
 
         A deadline is the expiration of a pending task's current slice, the
-        `dead_after_ts` of a running task, or an unconfirmed reservation's
-        `reserved_until`.
+        `dead_after_ts` of a running task, an unconfirmed reservation's
+        `reserved_until`, or, for an ended task that still has
+        `children_to_stop`, the time it ended (server/store/rules.py due_ts).
         """
         ...
 

@@ -80,8 +80,13 @@ def due_ts(result: TaskResult) -> float | None:
     """The task's next deadline for the sweeper (list_due), or None when it has none.
 
     A pending task's is its current slice's expiration; a running one's is
-    the earlier of its unconfirmed reservation and its liveness deadline.
+    the earlier of its unconfirmed reservation and its liveness deadline. An
+    ended task is due from its end while its children are still to stop, so
+    a sweeper finishes that for a server that ended it and died
+    (server/scheduler/children.py).
     """
+    if result.children_to_stop and not result.state.is_active:
+        return result.completed_ts if result.completed_ts is not None else result.modified_ts
     if result.state is TaskState.PENDING:
         return result.expiration_ts
     if result.state is TaskState.RUNNING:

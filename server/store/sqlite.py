@@ -322,7 +322,7 @@ class SqliteStore:
         )
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:
-        """Returns active tasks with a deadline at or before `now`, earliest first."""
+        """Returns tasks whose deadline (rules.due_ts) is at or before `now`, earliest first."""
         rows = self._db.execute(
             "SELECT data FROM task_results WHERE due_ts <= ? ORDER BY due_ts, task_id LIMIT ?",
             # A negative LIMIT would mean no limit to SQLite.

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 
-from tests.cli.conftest import Cli
+import pytest
+
+from server.auth.principal import Principal
+from server.auth.tokens import ApiTokenVerifier
+from server.clock import SystemClock
+from tests.cli.conftest import Cli, run_drover
 from tests.e2e.conftest import DroverServer
+from tests.store.datastore_emulator import Emulator, new_namespace
 
 
 def test_the_first_admin_token_is_made_on_the_servers_machine(
@@ -69,3 +76,23 @@ def test_a_state_dir_without_a_server_state_is_refused(cli: Cli, tmp_path: pathl
     bad = cli("token", "create", "--state-dir", str(tmp_path), "--name", "a", "--role", "boss")
     assert bad.returncode == 2
     assert "invalid choice: 'boss'" in bad.stderr
+
+
+@pytest.mark.datastore
+def test_the_first_admin_token_of_datastore_replicas(datastore_emulator: Emulator) -> None:
+    """With the store flags of `serve`, the token goes to the Datastore the replicas share."""
+    namespace = new_namespace()
+    flags = ["--store", "datastore", "--datastore-project", datastore_emulator.project,
+             "--datastore-namespace", namespace]  # fmt: skip
+    env = {"DATASTORE_EMULATOR_HOST": datastore_emulator.host}
+    made = run_drover("token", "create", *flags, "--name", "root", "--role", "admin", env=env)
+    assert made.returncode == 0, made.stderr
+
+    async def verify() -> Principal | None:
+        store = await datastore_emulator.open_store(namespace)
+        try:
+            return await ApiTokenVerifier(store, SystemClock()).verify(made.stdout.strip())
+        finally:
+            await store.close()
+
+    assert asyncio.run(verify()) == Principal.user("root", "admin")

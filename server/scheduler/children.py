@@ -1,0 +1,125 @@
+"""A task's children: how a task becomes a parent, and how its children stop with it.
+
+A child is a task whose request names `parent_task_id`; it is cancelled
+when its parent stops (PROTOCOL.md 4.1), whatever the parent's final state:
+COMPLETED, TIMED_OUT, KILLED, BOT_DIED, EXPIRED, CANCELED, ... Stopping a
+child means cancelling it: a pending one ends CANCELED at once, a running
+one is asked to stop and ends KILLED (transitions.cancel with kill_running).
+A cancel of a task that is still running (it was only asked to stop)
+cancels its children at once too, as Swarming's CancelTask does.
+
+How it survives concurrency and crashes:
+
+- Creating a child first marks its parent with `children_to_stop`
+  (`adopt`, a compare-and-set that refuses a parent that has ended), then
+  stores the child, then looks at the parent again and cancels the child
+  at once if the parent ended meanwhile.
+- Whoever ends a task (a bot's task_update, task_error or claim, a cancel,
+  the sweeper) calls `stop_children` with the record its own
+  compare-and-set stored. It cancels each active child, each with its own
+  compare-and-set, and only then clears the parent's mark.
+- A server that dies between ending a task and clearing its mark leaves
+  the mark on an ended task, which makes that task due
+  (server/store/rules.py `due_ts`): the next sweep, in any server process,
+  calls `stop_children` again. Every step is idempotent (a child already
+  cancelled or asked to stop is not changed again), so two processes doing
+  it at once only repeat compare-and-sets that change nothing.
+
+One window is left: the parent ends between its child's `adopt` and the
+child's storing, and the creating server dies before its second look at
+the parent. That child then runs until its own expiration and timeouts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from server.errors import InvalidRequest
+from server.model import TaskQuery, TaskResult, TaskState
+from server.scheduler import transitions
+from server.scheduler.mutation import mutate
+from server.store.base import Store
+
+# The tag the server adds to a child, naming its parent: children are found by it.
+PARENT_TAG = "parent_task_id"
+# Children listed per Store page while stopping them.
+PAGE = 1000
+ACTIVE = frozenset({TaskState.PENDING, TaskState.RUNNING})
+
+
+def parent_tag(parent_id: str) -> str:
+    """The tag that marks a child of `parent_id`."""
+    return f"{PARENT_TAG}:{parent_id}"
+
+
+async def adopt(store: Store, parent_id: str) -> TaskResult:
+    """Marks the task `parent_id` as having children and returns it.
+
+    Raises TaskNotFound, or InvalidRequest when the parent has ended: an
+    ended task cannot have new children. Marking is not a change users see,
+    so the parent's `modified_ts` stays.
+    """
+
+    def mark(parent: TaskResult) -> TaskResult | None:
+        if not parent.state.is_active or parent.children_to_stop:
+            return None
+        return dataclasses.replace(parent, children_to_stop=True)
+
+    parent, _ = await mutate(store, parent_id, mark)
+    if not parent.state.is_active:
+        raise InvalidRequest(
+            f"parent_task_id {parent.task_id} is {parent.state.name}; "
+            "a finished task cannot have new children"
+        )
+    return parent
+
+
+async def stop_children(store: Store, parent: TaskResult, now: float) -> bool:
+    """Cancels the active children (and theirs) of `parent` if it has ended; True if it had.
+
+    `parent` is the record the caller's compare-and-set stored. Call it
+    after any change that may have ended a task: it does nothing for an
+    active task or one without children to stop.
+    """
+    if parent.state.is_active or not parent.children_to_stop:
+        return False
+    await _cancel_children(store, parent, now)
+    return True
+
+
+async def cancel(
+    store: Store, task_id: str, now: float, *, kill_running: bool
+) -> tuple[TaskResult, bool]:
+    """Cancels a pending task, or asks a running one to stop if `kill_running`; then its children.
+
+    Returns (stored result, whether it changed). The children are looked up
+    whatever the task's mark says, so those of a parent stored before marks
+    existed are found too.
+    """
+    result, changed = await mutate(
+        store, task_id, lambda r: transitions.cancel(r, now=now, kill_running=kill_running)
+    )
+    if changed:
+        await _cancel_children(store, result, now)
+    return result, changed
+
+
+async def _cancel_children(store: Store, parent: TaskResult, now: float) -> None:
+    """Cancels every active child of `parent`, then clears its mark if it has ended."""
+    query = TaskQuery(states=ACTIVE, tags=[parent_tag(parent.task_id)], limit=PAGE)
+    while True:
+        page = await store.list_tasks(query)
+        for child in page.items:
+            await cancel(store, child.task_id, now, kill_running=True)
+        if not page.cursor:
+            break
+        query = dataclasses.replace(query, cursor=page.cursor)
+    if not parent.state.is_active and parent.children_to_stop:
+        await mutate(store, parent.task_id, _unmark)
+
+
+def _unmark(parent: TaskResult) -> TaskResult | None:
+    """Clears the mark of an ended task; None when there is nothing to clear."""
+    if parent.state.is_active or not parent.children_to_stop:
+        return None
+    return dataclasses.replace(parent, children_to_stop=False)
