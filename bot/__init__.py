@@ -8,8 +8,9 @@ import anything outside the standard library.
 
 Map: `cli` (subcommands) → `main` (startup and poll loop) → `taskrun` (one
 task on the bot side) → `task_runner` (the child process that runs the
-command: `manifest` to read it, `stream` for its output, `supervisor` for
-timeouts and kills) and `update` (self-update, restart, LKGBC). Shared
-pieces: `runtime` (where this code runs from), `context` (the live bot),
-`remote` (HTTP), `dims`, `hooks`, `backoff`, `singleton`, `archive`.
+command: `manifest` to read it, `stream` for its output, `reporter` for its
+task_updates, `supervisor` for timeouts and kills) and `update`
+(self-update, restart, LKGBC). Shared pieces: `runtime` (where this code
+runs from), `context` (the live bot), `remote` (HTTP), `dims`, `hooks`,
+`backoff`, `singleton`, `archive`.
 """

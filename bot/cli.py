@@ -33,6 +33,7 @@ MODULES = (
     "main",
     "manifest",
     "remote",
+    "reporter",
     "results",
     "runtime",
     "singleton",

@@ -11,7 +11,8 @@ kills whatever the task left behind, reports the completion, and writes
 `internal_failure`: the bot turns it into a task_error. If the bot itself
 dies meanwhile, the runner stops the task and sends the task_error itself.
 Structured results the task appends to $DROVER_RESULTS_FILE (`results.py`)
-ride on the output's task_updates, all of them before the completion.
+ride on the output's task_updates, all of them before the completion; the
+updates themselves are `reporter.py`'s.
 
 Every task_update answer carries `paused` (our server only; absent means
 false): the supervisor pauses or resumes the group to match. While paused
@@ -27,7 +28,6 @@ hands out, and its secret, are masked in the task's output.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -39,17 +39,15 @@ import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from bot import local_auth, manifest, results
-from bot.remote import Remote, RemoteError
+from bot.remote import Remote
+from bot.reporter import CHUNK_SIZE, OUTPUT_INTERVAL, AuthFile, Reporter
 from bot.stream import OutputStream, chunk_ready
 from bot.supervisor import Supervisor, become_subreaper, end_group, kill_group
 
 log = logging.getLogger("drover_bot.task_runner")
 
-# Cadence of PROTOCOL.md 3.8: the largest chunk (the server accepts ~340 KB
-# bodies once base64-encoded), how long buffered output may wait, and the
-# heartbeat that keeps the run alive on the server when there is no output.
-CHUNK_SIZE = 250_000
-OUTPUT_INTERVAL = 3.0
+# The heartbeat that keeps the run alive on the server when there is no
+# output (the output cadence is reporter.py's, PROTOCOL.md 3.8).
 HEARTBEAT = 10.0
 # While paused only a heartbeat's answer can resume the task: this is the
 # worst-case resume latency (pause latency is the normal cadence above).
@@ -63,36 +61,13 @@ CONTACT_LOST = 1200.0
 # Once the task's group is gone, how long to wait for its output pipe to
 # close (a process that left the group may still hold it open).
 DRAIN_AFTER_EXIT = 1.0
-FINAL_ATTEMPTS = 3
 # How long the SIGKILLed remains of a task may take to disappear.
 GROUP_END_TIMEOUT = 2.0
-AUTH_RECHECK = 15.0
 CONTEXT_FILE = "luci_context.json"
 
 
 class ReportError(Exception):
     """The server could not be told about the task."""
-
-
-class AuthFile:
-    """Credentials the bot keeps fresh in a file while the task runs."""
-
-    def __init__(self, path: Optional[str]) -> None:
-        self._path = path
-        self._headers: Dict[str, str] = {}
-        self._checked = -AUTH_RECHECK
-
-    def headers(self) -> Dict[str, str]:
-        """The latest headers, re-read at most every 15 s."""
-        now = time.monotonic()
-        if self._path and now - self._checked >= AUTH_RECHECK:
-            self._checked = now
-            try:
-                with open(self._path, encoding="utf-8") as f:
-                    self._headers = dict(json.load(f).get("headers") or {})
-            except (OSError, ValueError) as e:
-                log.warning("cannot read %s: %s", self._path, e)
-        return self._headers
 
 
 class TaskRun:
@@ -108,7 +83,6 @@ class TaskRun:
         self.begin = clock() - max(
             0.0, time.time() - float(params.get("started_ts") or time.time())
         )
-        self.cost_usd_hour = float(params.get("cost_usd_hour") or 0.0)
         self.auth = AuthFile(params.get("auth_file"))
         self.remote = Remote(
             str(params["server"]),
@@ -120,8 +94,17 @@ class TaskRun:
         self.stream = OutputStream(clock)
         # Structured results the task writes; sent with the output (bot/results.py).
         self.results = results.ResultsFile(os.path.join(str(params["work_dir"]), results.FILE_NAME))
-        # Set once the command has exited: the results file is complete then.
-        self.exited = False
+        self.reporter = Reporter(
+            self.remote,
+            self.stream,
+            self.results,
+            bot_id=self.bot_id,
+            task_id=self.task_id,
+            begin=self.begin,
+            cost_usd_hour=float(params.get("cost_usd_hour") or 0.0),
+            on_answer=self._on_answer,
+            clock=clock,
+        )
         self.supervisor: Optional[Supervisor] = None
         self.stop_reason: Optional[str] = None
         # What the last task_update answer asked for.
@@ -130,55 +113,18 @@ class TaskRun:
         self.bot_pid = os.getppid()
         self.orphaned = False
         self.reader: Optional[threading.Thread] = None
-        self.last_ack = clock()
         self.result: Dict[str, Any] = {"final_reported": False}
 
     # -- the protocol side ---------------------------------------------------
 
-    def cost(self) -> float:
-        """Cost so far, from the bot's advertised hourly cost."""
-        return round(self.cost_usd_hour * (self.clock() - self.begin) / 3600.0, 8)
-
-    def send(self, fields: Mapping[str, Any], with_output: bool) -> Optional[Dict[str, Any]]:
-        """One task_update; the chunk it carries is dropped only once acknowledged.
-
-        None when it failed (after the HTTP client's retries): the caller
-        carries on, and the same bytes go again at the same offset next time.
-        """
-        body: Dict[str, Any] = {
-            "cost_usd": self.cost(),
-            "id": self.bot_id,
-            "session": self.remote.session,
-            "task_id": self.task_id,
-            **fields,
-        }
-        offset, data = self.stream.peek(CHUNK_SIZE) if with_output else (0, b"")
-        if data:
-            body["output"] = base64.b64encode(data).decode("ascii")
-            body["output_chunk_start"] = offset
-        batch = self.results.peek(final=self.exited) if with_output else None
-        if batch is not None:
-            body["results_offset"], body["results"] = batch
-        try:
-            answer = self.remote.post_json(f"task_update/{self.task_id}", body)
-        except RemoteError as e:
-            log.warning("task_update failed (output kept for a retry): %s", e)
-            return None
-        if not answer:
-            log.warning("task_update answered an empty object: treated as a failure")
-            return None
-        if data:
-            self.stream.ack(offset, len(data))
-        if batch is not None:
-            self.results.ack()
-        self.last_ack = self.clock()
+    def _on_answer(self, answer: Dict[str, Any]) -> None:
+        """Does what a task_update answer asks: stop, pause or resume."""
         if answer.get("must_stop"):
             self.request_stop(f"server: {answer.get('stop_reason') or 'must_stop'}")
         self.paused = answer.get("paused") is True
         if self.supervisor is not None:
             self.supervisor.set_paused(self.paused)
         self.result["session"] = self.remote.session
-        return answer
 
     def request_stop(self, reason: str) -> None:
         """Stops the command (now, or as soon as it has started)."""
@@ -205,12 +151,12 @@ class TaskRun:
                 results.ENV_VAR: self.results.path,
             },
         )
-        first = self.send({"cost_usd": 0}, with_output=False)
+        first = self.reporter.send({"cost_usd": 0}, with_output=False)
         if first is None:
             raise ReportError("Failed to contact server for the first task_update")
         if first.get("must_stop"):
             log.info("the server stopped the task before it started")
-            done = self.send({"canceled": True}, with_output=False)
+            done = self.reporter.send({"canceled": True}, with_output=False)
             self.result.update(canceled=True, final_reported=done is not None)
             return self.result
         _fresh_dir(run_dir)
@@ -292,23 +238,20 @@ class TaskRun:
             self.stream.wait(CHUNK_SIZE, 0.1)
             now = self.clock()
             heartbeat = PAUSED_HEARTBEAT if self.paused or sup.is_paused else HEARTBEAT
-            has_results = (
-                now - last_send >= OUTPUT_INTERVAL
-                and self.results.peek(final=self.exited) is not None
-            )
+            has_results = now - last_send >= OUTPUT_INTERVAL and self.reporter.has_results()
             if sup.exited_at is None and (
                 has_results
                 or chunk_ready(
                     self.stream.pending(), now, last_send, CHUNK_SIZE, OUTPUT_INTERVAL, heartbeat
                 )
             ):
-                self.send({}, with_output=True)
+                self.reporter.send({}, with_output=True)
                 last_send = self.clock()
             paused_for = sup.paused_for(now)
             if paused_for - paused_written >= PAUSED_RECORD_STEP:
                 paused_written = paused_for
                 _write_paused(self.params.get("paused_file"), paused_for)
-            if self.clock() - self.last_ack > CONTACT_LOST:
+            if self.clock() - self.reporter.last_ack > CONTACT_LOST:
                 sup.request_stop("no task_update acknowledged for too long")
             if not self.orphaned and os.getppid() != self.bot_pid:
                 # The bot died (kill -9, OOM): nobody would read our result
@@ -321,9 +264,9 @@ class TaskRun:
         if not end_group(sup.pgid, GROUP_END_TIMEOUT):
             log.warning("process group %d is not gone after SIGKILL", sup.pgid)
         self.stream.wait_eof(DRAIN_AFTER_EXIT)
-        self.exited = True
+        self.reporter.exited = True
         if self.orphaned:
-            self._report(None)
+            self.reporter.report(None)
             self.remote.task_error(self.task_id, "The bot process died during the task")
             self.result["internal_failure"] = "the bot process died"
             return
@@ -343,36 +286,10 @@ class TaskRun:
         completion["bot_overhead"] = round(
             max(0.0, self.clock() - self.begin - float(completion["duration"])), 3
         )
-        if self._report(completion):
+        if self.reporter.report(completion):
             self.result["final_reported"] = True
         else:
             self.result["internal_failure"] = "Failed to report the task's completion to the server"
-
-    def _report(self, completion: Optional[Dict[str, Any]]) -> bool:
-        """Sends all buffered output and results; `completion` rides on the last chunk.
-
-        The completion goes only once every result is sent: the server takes
-        no results for a task that has ended. Gives up after FINAL_ATTEMPTS
-        failures in a row (each one already retried by the HTTP client); the
-        unsent output is then lost.
-        """
-        # Nothing more will come to complete a secret's first bytes.
-        self.stream.flush()
-        failures = 0
-        while failures < FINAL_ATTEMPTS:
-            pending = self.stream.pending()
-            is_last = pending <= CHUNK_SIZE and self.results.peek(final=self.exited) is None
-            if is_last and completion is None and not pending:
-                return True
-            fields = completion if is_last and completion is not None else {}
-            if self.send(fields, with_output=True):
-                failures = 0
-                if is_last:
-                    return True
-            else:
-                failures += 1
-                time.sleep(OUTPUT_INTERVAL)
-        return False
 
 
 def _write_paused(path: Optional[str], seconds: float) -> None:

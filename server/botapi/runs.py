@@ -177,6 +177,7 @@ class RunService:
             return _stop("this run is not the bot's current run")
         if changed and stored.is_dispatchable:
             ctx.notifier.notify(stored.queue_key)
+        # Our own bot reads `paused` (SIGSTOP / SIGCONT); a stock bot ignores it.
         reply: dict[str, Any] = {"ok": True, "must_stop": False, "paused": stored.paused}
         if stored.state is TaskState.RUNNING and stored.killing:
             reply.update(must_stop=True, stop_reason="the task was canceled")

@@ -149,7 +149,9 @@ class TaskService:
             parent = await self.get_result(parent_id)
             if not parent.state.is_active:
                 # It ended after `adopt`, maybe before this child could be listed.
-                stored, _ = await children.cancel(self._store, stored.task_id, now, kill_running=True)
+                stored, _ = await children.cancel(
+                    self._store, stored.task_id, now, kill_running=True
+                )
         if stored.is_dispatchable:
             self._notifier.notify(stored.queue_key)
         return request, stored

@@ -311,6 +311,18 @@ async def test_minted_tokens_never_reach_the_logs(
         assert token not in text
 
 
+def let_the_account_schedule(server: Client, config_dir: pathlib.Path, *also: str) -> None:
+    """Names ACCOUNT (and the `also` entries) in pool default's ACL, and reloads the config."""
+    entries = "".join(f'\n  schedulers: "{e}"' for e in (f"service_account:{ACCOUNT}", *also))
+    (config_dir / "pools.cfg").write_text(
+        POOLS_CFG.replace(
+            f'allowed_service_account: "{ACCOUNT}"',
+            f'allowed_service_account: "{ACCOUNT}"{entries}',
+        )
+    )
+    assert app_of(server)[CONFIG].reload()
+
+
 async def test_pool_naming_the_account_lets_its_tokens_schedule_there(
     server: Client, config_dir: pathlib.Path
 ) -> None:
@@ -318,13 +330,7 @@ async def test_pool_naming_the_account_lets_its_tokens_schedule_there(
     bot = await started_bot(server)
     run_id = await running(server, bot)
     token = (await ask(bot, "oauth_token", account_id="task", task_id=run_id))["access_token"]
-    (config_dir / "pools.cfg").write_text(
-        POOLS_CFG.replace(
-            f'allowed_service_account: "{ACCOUNT}"',
-            f'allowed_service_account: "{ACCOUNT}"\n  schedulers: "service_account:{ACCOUNT}"',
-        )
-    )
-    assert app_of(server)[CONFIG].reload()
+    let_the_account_schedule(server, config_dir)
     status, created = await api(server, "POST", "/api/v1/tasks", token, task_body(wait=True))
     assert status == 200, created
     child = created["task_id"]
@@ -335,3 +341,30 @@ async def test_pool_naming_the_account_lets_its_tokens_schedule_there(
     status, refused = await api(server, "POST", "/api/v1/tasks", token, elsewhere)
     assert status == 403, refused
     assert "scheduler role" in refused["error"]["message"]
+
+
+async def test_a_task_scheduling_with_its_own_token_becomes_the_parent(
+    server: Client, config_dir: pathlib.Path
+) -> None:
+    """A task that creates a task with its own token is that task's parent unless the
+    request names another, and its completion cancels that child only."""
+    bot = await started_bot(server)
+    run_id = await running(server, bot)
+    task_id = run_id[:-1] + "0"
+    token = (await ask(bot, "oauth_token", account_id="task", task_id=run_id))["access_token"]
+    let_the_account_schedule(server, config_dir, "role:scheduler")
+    status, created = await api(server, "POST", "/api/v1/tasks", token, task_body(wait=True))
+    assert status == 200, created
+    assert created["request"]["parent_task_id"] == task_id
+    assert f"parent_task_id:{task_id}" in created["request"]["tags"]
+    resp = await server.post("/api/v1/tasks", json=task_body(wait=True))
+    other = (await resp.json())["task_id"]
+    named = task_body(wait=True, parent_task_id=other)
+    status, adopted = await api(server, "POST", "/api/v1/tasks", token, named)
+    assert (status, adopted["request"]["parent_task_id"]) == (200, other)
+    await bot.update(run_id, exit_code=0, duration=1.0)
+    states = [
+        (await (await server.get(f"/api/v1/tasks/{body['task_id']}")).json())["state"]
+        for body in (created, adopted)
+    ]
+    assert states == ["CANCELED", "PENDING"]

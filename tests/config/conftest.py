@@ -8,6 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
+from server.config import loader
+from server.config.validation import Problem
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "configs"
 PRODUCTION = ROOT / "configs" / "examples" / "production"
@@ -43,3 +46,15 @@ def write(quickstart_dir: pathlib.Path) -> WriteFile:
         return path
 
     return write_file
+
+
+def problems_in(config_dir: pathlib.Path) -> list[Problem]:
+    """All problems of a directory, as the server and the CLI see them."""
+    return loader.check(loader.read_config(config_dir))
+
+
+def only_problem(config_dir: pathlib.Path) -> Problem:
+    """The single problem of a directory; fails when there are none or several."""
+    problems = problems_in(config_dir)
+    assert len(problems) == 1, problems
+    return problems[0]

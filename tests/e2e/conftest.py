@@ -107,6 +107,17 @@ class DroverServer:
                 raise AssertionError(f"task {task_id} still {result['state']} after {timeout}s")
             time.sleep(0.2)
 
+    def reconfigure(self, **files: str) -> None:
+        """Writes config files (`pools_cfg="..."` is pools.cfg) and waits until they are live."""
+        before = self.call("GET", "/api/v1/server")["config_revision"]
+        for name, text in files.items():
+            (self.config_dir / name.replace("_", ".")).write_text(text)
+        wait_for(
+            lambda: self.call("GET", "/api/v1/server")["config_revision"] != before,
+            30,
+            "the config to reload",
+        )
+
     def log(self, task_id: str) -> bytes:
         """The task's raw output."""
         data: bytes = self.call("GET", f"/api/v1/tasks/{task_id}/log")

@@ -59,21 +59,13 @@ json.dump({"access": access, "id": id_token["id_token"], "system": system}, open
 
 def _configure(drover: DroverServer) -> None:
     """Allows ACCOUNT in pool default and gives bots a system account; waits for the reload."""
-    before = drover.call("GET", "/api/v1/server")["config_revision"]
     bots = (drover.config_dir / "bots.cfg").read_text()
-    (drover.config_dir / "bots.cfg").write_text(
-        bots.replace(
+    drover.reconfigure(
+        bots_cfg=bots.replace(
             'dimensions: "pool:default"',
             f'dimensions: "pool:default"\n  system_service_account: "{SYSTEM}"',
-        )
-    )
-    (drover.config_dir / "pools.cfg").write_text(
-        f'pool {{\n  name: "default"\n  allowed_service_account: "{ACCOUNT}"\n}}\n'
-    )
-    wait_for(
-        lambda: drover.call("GET", "/api/v1/server")["config_revision"] != before,
-        30,
-        "the config to reload",
+        ),
+        pools_cfg=f'pool {{\n  name: "default"\n  allowed_service_account: "{ACCOUNT}"\n}}\n',
     )
 
 

@@ -74,6 +74,27 @@ async def test_paused_running_task_tells_the_bot(make_server: ServerFactory) -> 
     assert (await bot.update(run_id, b"c", 2))["paused"] is False
 
 
+async def test_a_task_that_ends_while_paused_is_not_shown_paused(
+    make_server: ServerFactory,
+) -> None:
+    """A paused running task that completes, and a paused pending one that is cancelled,
+    read back with `paused: false`."""
+    client = await make_server()
+    bot = ScriptedBot(client)
+    await bot.handshake()
+    running = await _new(client)
+    run_id = (await bot.poll())["manifest"]["task_id"]
+    await _post(client, f"/api/v1/tasks/{running}:pause")
+    assert (await bot.update(run_id, b"a", 0))["paused"] is True
+    await bot.update(run_id, exit_code=0, duration=1.0)
+    pending = await _new(client)
+    await _post(client, f"/api/v1/tasks/{pending}:pause")
+    await _post(client, f"/api/v1/tasks/{pending}:cancel", {})
+    for task_id, state in ((running, "COMPLETED"), (pending, "CANCELED")):
+        result = await _state(client, task_id)
+        assert (result["state"], result["paused"]) == (state, False)
+
+
 async def test_restart_kills_the_run_and_queues_a_new_try(make_server: ServerFactory) -> None:
     """Restart stops the current run; once it ends the task runs again as try 2."""
     client = await make_server()

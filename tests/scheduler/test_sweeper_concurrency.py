@@ -13,15 +13,12 @@ of due tasks: no double requeue, no lost retry, no try number skipped.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import multiprocessing
 import pathlib
-from multiprocessing.synchronize import Barrier
 
 from server.clock import FakeClock
 from server.model import TaskState
-from tests.scheduler.model_driver import Fleet, SimBot, SliceSpec, TaskSpec
+from tests.scheduler.model_driver import Fleet, SimBot, SliceSpec, TaskSpec, sweep_in_processes
 
 START = 1_700_000_000.0
 # Slices that must expire by the sweep wait this long; the others an hour.
@@ -31,7 +28,6 @@ LONG_SECS = 3600
 SWEEP_AT = START + 200
 TASKS_PER_KIND = 30
 SWEEPERS = 2
-JOIN_TIMEOUT_SECS = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,39 +122,11 @@ async def _prepare(root: pathlib.Path) -> dict[str, tuple[Outcome, int]]:
         await fleet.close()
 
 
-def _sweep_in_process(root: str, barrier: Barrier, counts: multiprocessing.Queue[int]) -> None:
-    """A second server: its own connection, index and clock; sweeps once with the others."""
-
-    async def sweep() -> int:
-        fleet = await Fleet.attach(pathlib.Path(root), FakeClock(SWEEP_AT))
-        try:
-            # Blocking the loop is fine: nothing else runs in this process yet.
-            barrier.wait(JOIN_TIMEOUT_SECS)
-            return await fleet.sweeper.run_once()
-        finally:
-            await fleet.close()
-
-    counts.put(asyncio.run(sweep()))
-
-
 async def test_concurrent_sweepers_make_each_due_task_change_once(tmp_path: pathlib.Path) -> None:
     """Two sweepers in two processes over one SQLite file move every due task exactly
     once, to the state its deadline calls for, and their counts add up."""
     expected = await _prepare(tmp_path)
-    spawn = multiprocessing.get_context("spawn")
-    barrier = spawn.Barrier(SWEEPERS)
-    counts: multiprocessing.Queue[int] = spawn.Queue()
-    workers = [
-        spawn.Process(target=_sweep_in_process, args=(str(tmp_path), barrier, counts))
-        for _ in range(SWEEPERS)
-    ]
-    for worker in workers:
-        worker.start()
-    # Each worker puts one small count, so joining before reading cannot block.
-    for worker in workers:
-        worker.join(JOIN_TIMEOUT_SECS)
-        assert worker.exitcode == 0, "a sweeper process failed (its traceback is above)"
-    changed = [counts.get(timeout=1) for _ in workers]
+    changed = sweep_in_processes(tmp_path, SWEEP_AT, SWEEPERS)
     assert sum(changed) == len(expected), changed
 
     fleet = await Fleet.attach(tmp_path, FakeClock(SWEEP_AT))

@@ -310,3 +310,26 @@ def test_a_final_task_refuses_every_control_change(state: TaskState, kill_runnin
     assert transitions.restart(final, now=NOW) is None
     assert transitions.reprioritize(final, now=NOW, priority=1) is None
     assert transitions.settle_restart(final, request(), now=NOW) == final
+
+
+def test_every_way_of_ending_clears_paused() -> None:
+    """A task that ends while paused is never stored paused: completions, timeouts, kills,
+    task_error, cancel, expiry, a cancelled reservation and bot death all clear the flag."""
+    paused_run = running(paused=True)
+    ends = [
+        update(paused_run, RunUpdate(exit_code=0, duration=1.0)),
+        update(paused_run, RunUpdate(hard_timeout=True)),
+        update(paused_run, RunUpdate(canceled=True)),
+        update(running(paused=True, killing=True), RunUpdate(exit_code=-9, duration=1.0)),
+        transitions.end_with_error(paused_run, now=NOW, message="m", client_error=False),
+        transitions.end_with_error(paused_run, now=NOW, message="m", client_error=True),
+        transitions.cancel(pending(paused=True), now=NOW, kill_running=False),
+        transitions.expire(pending(paused=True), now=NOW),
+        transitions.release(reserved(paused=True, killing=True), now=NOW),
+        transitions.bot_died(paused_run, request(), now=NOW),
+        transitions.bot_died(running(paused=True, killing=True), request(), now=NOW),
+    ]
+    for ended in ends:
+        assert ended is not None
+        assert not ended.state.is_active, ended.state
+        assert ended.paused is False, ended.state

@@ -14,7 +14,7 @@ import pytest
 
 from server.errors import InvalidRequest, TaskNotFound
 from server.model import Bot, BotEvent, BotQuery, Queue, TaskQuery, TaskResult, TaskState
-from server.store.base import MAX_OUTPUT_SIZE, OUTPUT_CHUNK_SIZE, StaleWrite, Store
+from server.store.base import StaleWrite, Store
 from tests.store.records import FAR, NOW, add_task, claim, make_task, take, task_id
 
 # Bots.
@@ -413,89 +413,21 @@ async def test_list_due(store: Store) -> None:
     assert len(await store.list_due(NOW, 2)) == 2
 
 
+async def test_list_due_includes_ended_tasks_with_children_to_stop(store: Store) -> None:
+    """An ended task still marked `children_to_stop` is due from its end until unmarked."""
+    stored = await add_task(
+        store, 1, state=TaskState.COMPLETED, completed_ts=NOW - 3, children_to_stop=True
+    )
+    await add_task(store, 2, state=TaskState.CANCELED, completed_ts=NOW - 3)
+    await add_task(store, 3, expiration_ts=NOW + 100, children_to_stop=True)
+    await add_task(store, 4, state=TaskState.EXPIRED, completed_ts=NOW + 5, children_to_stop=True)
+    assert [r.task_id for r in await store.list_due(NOW, 10)] == [task_id(1)]
+    await store.update_result(dataclasses.replace(stored, children_to_stop=False))
+    assert await store.list_due(NOW, 10) == []
+
+
 async def test_list_due_follows_updates(store: Store) -> None:
     """A task that completes is no longer due."""
     stored = await add_task(store, 1, expiration_ts=NOW - 1)
     await store.update_result(dataclasses.replace(stored, state=TaskState.EXPIRED))
     assert await store.list_due(NOW, 10) == []
-
-
-# Output.
-
-
-async def test_output_round_trip(store: Store) -> None:
-    """Written output reads back whole and by range."""
-    await store.write_output("r1", 0, b"hello ")
-    await store.write_output("r1", 6, b"world")
-    assert await store.read_output("r1") == b"hello world"
-    assert await store.read_output("r1", 6) == b"world"
-    assert await store.read_output("r1", 2, 3) == b"llo"
-    assert await store.read_output("r1", 100) == b""
-    assert await store.output_size("r1") == 11
-
-
-async def test_output_unknown_run(store: Store) -> None:
-    """A run without output has size 0 and reads empty."""
-    assert await store.output_size("none") == 0
-    assert await store.read_output("none") == b""
-
-
-async def test_output_across_chunks(store: Store) -> None:
-    """A write straddling chunk boundaries reads back intact."""
-    data = bytes(range(256)) * (3 * OUTPUT_CHUNK_SIZE // 256)
-    offset = OUTPUT_CHUNK_SIZE - 7
-    await store.write_output("r1", offset, data)
-    assert await store.output_size("r1") == offset + len(data)
-    assert await store.read_output("r1", offset) == data
-    assert await store.read_output("r1", OUTPUT_CHUNK_SIZE - 2, 4) == data[5:9]
-
-
-async def test_output_rewrite_is_idempotent(store: Store) -> None:
-    """Writing the same bytes at the same offset again changes nothing."""
-    await store.write_output("r1", 0, b"abcdef")
-    await store.write_output("r1", 2, b"cd")
-    await store.write_output("r1", 0, b"abcdef")
-    assert await store.read_output("r1") == b"abcdef"
-    assert await store.output_size("r1") == 6
-
-
-async def test_output_overwrite_inside(store: Store) -> None:
-    """A write inside existing output replaces just its bytes."""
-    await store.write_output("r1", 0, b"aaaaaa")
-    await store.write_output("r1", 2, b"XY")
-    assert await store.read_output("r1") == b"aaXYaa"
-
-
-async def test_output_holes_read_as_zeros(store: Store) -> None:
-    """Bytes never written, even whole chunks, read as zeros."""
-    far = 2 * OUTPUT_CHUNK_SIZE + 10
-    await store.write_output("r1", 3, b"x")
-    await store.write_output("r1", far, b"end")
-    assert await store.output_size("r1") == far + 3
-    out = await store.read_output("r1")
-    assert out == b"\0\0\0x" + bytes(far - 4) + b"end"
-
-
-async def test_output_size_is_furthest_end(store: Store) -> None:
-    """An earlier write after a later one does not shrink the size."""
-    await store.write_output("r1", 10, b"late")
-    await store.write_output("r1", 0, b"ab")
-    assert await store.output_size("r1") == 14
-    assert await store.read_output("r1") == b"ab" + bytes(8) + b"late"
-
-
-async def test_output_capped(store: Store) -> None:
-    """Bytes past MAX_OUTPUT_SIZE are dropped and the size stops there."""
-    await store.write_output("r1", MAX_OUTPUT_SIZE - 3, b"abcdef")
-    assert await store.output_size("r1") == MAX_OUTPUT_SIZE
-    assert await store.read_output("r1", MAX_OUTPUT_SIZE - 3) == b"abc"
-    await store.write_output("r1", MAX_OUTPUT_SIZE + 5, b"gone")
-    assert await store.output_size("r1") == MAX_OUTPUT_SIZE
-
-
-async def test_outputs_are_per_run(store: Store) -> None:
-    """Runs' outputs are independent of each other."""
-    await store.write_output("r1", 0, b"one")
-    await store.write_output("r2", 0, b"two!")
-    assert await store.read_output("r1") == b"one"
-    assert await store.read_output("r2") == b"two!"
