@@ -114,7 +114,7 @@ def list_tasks(client: Any, task_query: TaskQuery) -> Page[TaskResult]:
 
 
 def list_due(client: Any, now: float, limit: int) -> list[TaskResult]:
-    """Active tasks whose `due_ts` is at or before `now`, earliest first."""
+    """Tasks whose `due_ts` (server/store/rules.py) is at or before `now`, earliest first."""
     if limit < 1:
         return []
     due = query(client, TASK_RESULT, ("due_ts", "<=", float(now)), order=["due_ts"])
