@@ -17,6 +17,7 @@ from aiohttp import web
 
 from protos.api import auth_pb2, bots_pb2, server_pb2, tasks_pb2
 from server import __version__
+from server import web as web_ui
 from server.api import grpc_server as grpc_api
 from server.api import guard, servicers, transcoder
 from server.api.auth_servicer import AuthServicer
@@ -203,6 +204,22 @@ async def create_app(
         app.add_routes(transcoder.routes(service, servicer))
     endpoint = grpc_api.GrpcEndpoint()
     app[GRPC] = endpoint
+
+    # The web UI (server/web/, DESIGN.md 10): `/` and `/ui/...`, reading through
+    # the services above and guarded by the same Access rules as the client API.
+    web_ui.setup(
+        app,
+        task_service=tasks,
+        fleet=fleet,
+        pending=PendingService(store, config, clock),
+        config=config,
+        botcode=botcode,
+        access=access,
+        authenticator=authenticator,
+        clock=clock,
+        server_version=SERVER_VERSION,
+        api=api,
+    )
 
     sweeper = Sweeper(store, clock, tasks, notifier)
     app[SWEEPER] = sweeper

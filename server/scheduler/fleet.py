@@ -7,6 +7,7 @@ import dataclasses
 from server.clock import Clock
 from server.errors import BotNotFound, InvalidRequest
 from server.model import Bot, BotEvent, BotQuery, Page
+from server.scheduler.pending import bot_state
 from server.scheduler.tasks import ConfigSource
 from server.store.base import Store
 
@@ -23,8 +24,18 @@ class FleetService:
 
     def is_dead(self, bot: Bot) -> bool:
         """A bot unseen for `bot_death_timeout_secs` is dead."""
-        timeout = self._config.current.settings.bot_death_timeout_secs
-        return bot.last_seen_ts < self._clock.now() - timeout
+        return bot.last_seen_ts < self._dead_before()
+
+    def state(self, bot: Bot) -> str:
+        """The bot's state: dead, quarantined (maintenance included), busy or idle.
+
+        Judged as the pending report counts bots (server/scheduler/pending.py bot_state).
+        """
+        return bot_state(bot, self._dead_before())
+
+    def _dead_before(self) -> float:
+        """Bots last seen before this time are dead."""
+        return self._clock.now() - self._config.current.settings.bot_death_timeout_secs
 
     async def get_bot(self, bot_id: str) -> Bot:
         """Returns a bot. Raises BotNotFound."""
@@ -36,8 +47,7 @@ class FleetService:
     async def list_bots(self, query: BotQuery) -> Page[Bot]:
         """Lists bots; `is_dead` is judged against the current time."""
         _check_limit(query.limit)
-        timeout = self._config.current.settings.bot_death_timeout_secs
-        query = dataclasses.replace(query, dead_before=self._clock.now() - timeout)
+        query = dataclasses.replace(query, dead_before=self._dead_before())
         return await self._store.list_bots(query)
 
     async def set_admin_state(

@@ -11,7 +11,7 @@ import pytest
 
 from server.clock import FakeClock
 from server.config.live import LiveConfig
-from server.errors import TaskNotFound
+from server.errors import InvalidRequest, TaskNotFound
 from server.model import Bot, TaskProperties, TaskRequest, TaskSlice
 from server.scheduler import pending
 from server.scheduler.pending import PendingService, SliceReport
@@ -71,8 +71,8 @@ async def services(
     await store.close()
 
 
-def counts(report: SliceReport) -> tuple[int, int, int, int]:
-    """(idle, busy, quarantined, dead) of a slice report."""
+def counts(report: pending.BotCounts) -> tuple[int, int, int, int]:
+    """(idle, busy, quarantined, dead) of a slice report or a queue's bots."""
     return (report.idle_bots, report.busy_bots, report.quarantined_bots, report.dead_bots)
 
 
@@ -193,3 +193,69 @@ async def test_pending_report_over_http(make_server: ServerFactory, clock: FakeC
     assert second.get("current", False) is False
     assert second["idle_bots"] == 1
     assert second.get("unmatched_dimensions", []) == []
+
+
+async def test_queues_count_their_pending_tasks_and_matching_bots(services: Services) -> None:
+    """Each queue reports its queued tasks (paused ones are out) and its bots by state,
+    deepest queue first; queues with nothing queued only on request."""
+    await services.bot("idle")
+    await services.bot("busy", task_id="1230")
+    await services.bot("dead", age=601)
+    mac = [("os", "Mac"), ("pool", "default")]
+    for _ in range(3):
+        await services.task(mac)
+    linux = await services.task(LINUX)
+    paused = await services.task(LINUX)
+    await services.tasks.pause(paused)
+    done = await services.task([("pool", "default")])
+    await services.tasks.cancel(done, kill_running=False)
+    page = await services.pending.queues(10)
+    assert page.cursor == ""
+    assert [(q.dimensions, q.pending) for q in page.items] == [(mac, 3), (LINUX, 1)]
+    mac_queue, linux_queue = page.items
+    assert mac_queue.bots.unmatched_dimensions == ["os:Mac"]
+    assert (mac_queue.bots.idle_bots, mac_queue.bots.bot_ids) == (0, [])
+    assert linux_queue.bots.bot_ids == ["idle", "busy", "dead"]
+    assert counts(linux_queue.bots) == (1, 1, 0, 1)
+    assert (
+        pending.reason(linux_queue.bots)
+        == "1 matching bot is idle: the next poll of one should take it"
+    )
+    everything = await services.pending.queues(10, include_empty=True)
+    assert [q.pending for q in everything.items] == [3, 1, 0]
+    await services.tasks.cancel(linux, kill_running=False)
+    assert [q.pending for q in (await services.pending.queues(10)).items] == [3]
+
+
+async def test_queue_pages_follow_each_other(services: Services) -> None:
+    """A cursor continues where the page stopped; a bad limit or cursor is refused."""
+    for n in range(3):
+        for _ in range(n + 1):
+            await services.task([("os", f"os{n}"), ("pool", "default")])
+    first = await services.pending.queues(2)
+    assert [q.pending for q in first.items] == [3, 2]
+    second = await services.pending.queues(2, first.cursor)
+    assert ([q.pending for q in second.items], second.cursor) == ([1], "")
+    for limit, cursor in ((0, ""), (pending.MAX_QUEUE_PAGE + 1, ""), (2, "abc")):
+        with pytest.raises(InvalidRequest):
+            await services.pending.queues(limit, cursor)
+
+
+def test_reasons_name_what_keeps_work_waiting() -> None:
+    """The reason names idle bots first, then busy, quarantined, missing dimensions, dead."""
+
+    def why(idle: int, busy: int, quarantined: int, dead: int, unmatched: list[str]) -> str:
+        return pending.reason(pending.BotMatch(idle, busy, quarantined, dead, unmatched, []))
+
+    assert why(2, 1, 0, 0, []) == "2 matching bots are idle: the next poll of one should take it"
+    assert why(0, 2, 1, 0, []) == (
+        "every live bot that matches is busy: 2 matching bots are busy, "
+        "1 matching bot is quarantined"
+    )
+    assert why(0, 0, 1, 3, []) == (
+        "every live bot that matches is quarantined or in maintenance: "
+        "1 matching bot is quarantined"
+    )
+    assert why(0, 0, 0, 2, ["gpu:a100"]) == "no live bot has gpu:a100; 2 matching bots are dead"
+    assert why(0, 0, 0, 1, []) == "only dead bots match: 1 matching bot is dead"
+    assert why(0, 0, 0, 0, []) == "no bot has all of these dimensions together"
