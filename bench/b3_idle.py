@@ -52,7 +52,7 @@ async def measure_idle(bots: int, secs: float, spread: float, procs: int) -> Jso
             )
             requests0, polls0 = sum(stats["requests"].values()), stats["requests"].get("poll", 0)
             server_cpu = CpuMeter([server.pid])
-            client_cpu = CpuMeter([c.pid for c in fleet.children])
+            client_cpu = CpuMeter(fleet.pids)
             start = time.perf_counter()
             await asyncio.sleep(secs)
             server_cpu.stop()

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from figures import Json, proc_cpu_seconds
+from figures import Json
 from server_process import PYTHON, http_session
 from sim_bots import BotGroup, Fleet
 
@@ -140,15 +140,19 @@ class BotProcesses:
             stats = await self.stats()
         return stats
 
-    def cpu_seconds(self) -> float:
-        """CPU seconds the client processes have used so far."""
-        return sum(proc_cpu_seconds(c.pid) for c in self.children if c.returncode is None)
+    @property
+    def pids(self) -> list[int]:
+        """The client processes' IDs."""
+        return [child.pid for child in self.children]
 
     async def stop(self) -> Json:
         """Stops the bots and the processes; returns the final counters."""
         live = [c for c in self.children if c.returncode is None]
         try:
             final = add_counters(await self._command("stop")) if live else {}
+        except (RuntimeError, OSError, TimeoutError, ValueError) as e:
+            # A client process that died early: report it, still reap the others.
+            final = {"stop_error": repr(e)}
         finally:
             for child in live:
                 try:

@@ -183,6 +183,12 @@ async def main(args: argparse.Namespace) -> Json:
                 figures["drover_drain_over_peer"] = ratio(
                     drover_drain, figures["drain"]["steady_tasks_per_s"]
                 )
+                # Less sensitive to other work on the machine than tasks/s: the
+                # CPU the one busy process (Drover's server, the peer's worker)
+                # spent per task of the drain.
+                figures["drover_cpu_per_task_over_peer"] = ratio(
+                    drain["server_cpu_ms_per_task"], figures["drain"]["worker_cpu_ms_per_task"]
+                )
                 for row in figures["latency"]:
                     row["drover_p99_over_peer_p99"] = ratio(
                         drover_p99.get(row["target_tasks_per_s"]),
@@ -204,7 +210,8 @@ async def main(args: argparse.Namespace) -> Json:
         "redis": version_of(redis_binary),
         "peer_workers": "one process each: celery solo pool (acks_late, prefetch 1), "
         "rq SimpleWorker, dramatiq --processes 1 with its default 8 threads",
-        "ratios": "drover / peer: drain > 1 means Drover is faster, p99 < 1 means lower",
+        "ratios": "drover / peer: drain > 1 means Drover is faster, p99 < 1 means lower, "
+        "cpu_per_task < 1 means Drover's server spends less CPU per task than the peer's worker",
         "drover": {"drain": drain, "latency": latency},
         "peers": peers,
         "targets": targets,

@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from figures import Json, load_average
+from figures import Json, load_average, system_busy_seconds, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
-# How often the load average is sampled while a benchmark runs.
+# How often the load is sampled while a benchmark runs.
 LOAD_SAMPLE_SECS = 2.0
+# Other work using more cores than this on average (of the two the server
+# and its client share) makes a run's figures preliminary.
+PRELIMINARY_OTHER_CORES = 0.2
 
 
 def versions() -> Json:
@@ -52,17 +55,33 @@ def versions() -> Json:
 
 
 class LoadSampler:
-    """Samples the one-minute load average every LOAD_SAMPLE_SECS while it runs."""
+    """Samples the machine's load every LOAD_SAMPLE_SECS while a benchmark runs.
+
+    Two readings: the one-minute load average, and the CPU that processes
+    outside this benchmark use (all cores' busy time from /proc/stat minus
+    that of this process and its descendants: the server, client processes,
+    Redis and the peers' workers). The load average lags by a minute and
+    counts the benchmark's own processes; the second reading does neither.
+    CPU that a descendant used in the interval it exited in is counted as
+    other work, a small overcount.
+    """
 
     def __init__(self) -> None:
         self.before = load_average()
         self.samples: list[float] = []
+        self.other_cores: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     async def _sample(self) -> None:
+        pid = os.getpid()
+        busy, mine, at = system_busy_seconds(), tree_cpu_seconds(pid), time.perf_counter()
         while True:
             await asyncio.sleep(LOAD_SAMPLE_SECS)
             self.samples.append(load_average())
+            busy1, mine1, at1 = system_busy_seconds(), tree_cpu_seconds(pid), time.perf_counter()
+            ours = sum(max(0.0, s - mine.get(p, 0.0)) for p, s in mine1.items())
+            self.other_cores.append(max(0.0, (busy1 - busy - ours) / (at1 - at)))
+            busy, mine, at = busy1, mine1, at1
 
     def start(self) -> None:
         """Starts sampling in the background."""
@@ -76,23 +95,23 @@ class LoadSampler:
                 await self._task
 
     def summary(self) -> Json:
-        """Before, during (mean and max) and after, and whether the figures are preliminary.
+        """The load before, during (mean and max) and after, and whether figures are preliminary.
 
-        Figures are preliminary when other work loaded the machine: more than
-        half the cores busy before the benchmark started, or, during it, more
-        than the benchmark's own processes (the server and the client, at most
-        one core each) can explain.
+        Figures are preliminary when other work took more than
+        PRELIMINARY_OTHER_CORES on average while the benchmark ran.
         """
-        cpus = os.cpu_count() or 1
         during = self.samples or [self.before]
-        mean = round(sum(during) / len(during), 2)
+        others = self.other_cores or [0.0]
+        other_mean = round(sum(others) / len(others), 2)
         return {
             "load_1m_before": self.before,
-            "load_1m_during_mean": mean,
+            "load_1m_during_mean": round(sum(during) / len(during), 2),
             "load_1m_during_max": max(during),
             "load_1m_after": load_average(),
             "load_samples": len(self.samples),
-            "preliminary": self.before > 0.5 * cpus or mean > cpus + 1,
+            "other_work_cores_mean": other_mean,
+            "other_work_cores_max": round(max(others), 2),
+            "preliminary": other_mean > PRELIMINARY_OTHER_CORES,
         }
 
 

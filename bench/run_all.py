@@ -66,6 +66,10 @@ def run_script(name: str, full: bool) -> dict[str, Any]:
     return report
 
 
+def _machine(runs: dict[str, Any], key: str) -> dict[str, Any]:
+    return {name: run.get("machine", {}).get(key) for name, run in runs.items()}
+
+
 def main() -> None:
     """Parses the command line, runs the chosen scripts, prints the combined report."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -86,9 +90,8 @@ def main() -> None:
         "load_1m_before": load0,
         "load_1m_after": load_average(),
         # Each script's own samples of the load while it ran (reports.LoadSampler).
-        "load_1m_during_mean_by_script": {
-            name: run.get("machine", {}).get("load_1m_during_mean") for name, run in runs.items()
-        },
+        "load_1m_during_mean_by_script": _machine(runs, "load_1m_during_mean"),
+        "other_work_cores_mean_by_script": _machine(runs, "other_work_cores_mean"),
         "preliminary": any(
             run.get("machine", {}).get("preliminary", True) for run in runs.values()
         ),
