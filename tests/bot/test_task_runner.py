@@ -65,7 +65,8 @@ def test_tasks_report_output_and_exit_codes(
     after = bot.dir / "after_task.json"
     wait_until(lambda: after.exists() and json.loads(after.read_text())["exit_code"] == 3)
     assert json.loads(after.read_text())["failure"] is True
-    assert not (bot.dir / "w").exists()
+    # on_after_task runs before the bot deletes w/, so the deletion may lag the hook.
+    wait_until(lambda: not (bot.dir / "w").exists())
 
 
 def test_task_environment_and_working_directory(
