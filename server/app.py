@@ -58,7 +58,7 @@ from server.scheduler.pending import PendingService
 from server.scheduler.queues import QueueIndex
 from server.scheduler.sweeper import Sweeper
 from server.scheduler.tasks import TaskService
-from server.scheduler.waiters import NEW_QUEUE, PollWaiters
+from server.scheduler.waiters import NEW_QUEUE, PollWaiters, TaskArrivals
 from server.store.backends import StoreOptions, open_store
 from server.store.base import Store
 
@@ -149,7 +149,8 @@ async def create_app(
     waiters = PollWaiters()
     queues = QueueIndex(store, on_new=lambda _: waiters.notify(NEW_QUEUE))
     await queues.refresh()
-    notifier = waiters
+    # Each task that enters a queue wakes one held poll that can take it.
+    notifier = TaskArrivals(waiters)
     output_waiters = PollWaiters()
     ctx = BotApiContext(
         store=store,

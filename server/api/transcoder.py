@@ -11,7 +11,6 @@ No route is written by hand.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -20,6 +19,7 @@ from aiohttp import web
 from google.api import annotations_pb2, http_pb2, httpbody_pb2
 from google.protobuf import descriptor, json_format, message, message_factory, timestamp_pb2
 
+from server import jsonio
 from server.auth.principal import ANONYMOUS, Principal
 from server.errors import InvalidRequest, PermissionDenied
 
@@ -112,7 +112,7 @@ def _handler(
             charset = params.strip().removeprefix("charset=") or None
             return web.Response(body=reply.data, content_type=mimetype.strip(), charset=charset)
         return web.Response(
-            text=json.dumps(to_json(reply), separators=(",", ":")),
+            text=jsonio.dumps(to_json(reply)),
             content_type="application/json",
         )
 
@@ -135,7 +135,7 @@ async def _stream(
     await response.prepare(request)
     reply = first
     while reply is not None:
-        text = json.dumps(to_json(reply), separators=(",", ":"))
+        text = jsonio.dumps(to_json(reply))
         await response.write(f"data: {text}\n\n".encode() if sse else f"{text}\n".encode())
         reply = await anext(replies, None)
     await response.write_eof()

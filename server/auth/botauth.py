@@ -15,6 +15,7 @@ operator can fix the bot or bots.cfg from the message alone.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -177,8 +178,16 @@ def rules_from_snapshot(snapshot: session_pb2.BotConfigSnapshot) -> tuple[BotAut
 
     Raises ValueError for an entry that is not a CIDR, which only a bug can
     produce since the snapshot comes from a validated config inside a
-    MAC-checked token.
+    MAC-checked token. Every run call of a bot re-checks its caller against
+    these, and parsing the networks cost more than the check: the rules of
+    a snapshot are kept (a fleet has a handful of distinct snapshots).
     """
+    return _rules_of(snapshot.SerializeToString(deterministic=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _rules_of(serialized: bytes) -> tuple[BotAuthRule, ...]:
+    snapshot = session_pb2.BotConfigSnapshot.FromString(serialized)
     return tuple(
         BotAuthRule(
             ip_allowlist=tuple(ipaddress.ip_network(n, strict=False) for n in rule.ip_allowlist),

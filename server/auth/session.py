@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import dataclasses
 import hashlib
 import hmac
@@ -46,6 +47,9 @@ _MAC_CONTEXT = b"drover.Session"
 # Far above a real token (a few hundred characters); anything longer is
 # refused before it is decoded.
 _MAX_TOKEN_CHARS = 16 * 1024
+# Tokens remembered as verified (see SessionKeys.verified): a bot's calls
+# carry the token its last answer gave it: enough for the bots that are busy.
+VERIFIED_TOKENS = 4096
 
 
 class BadSessionToken(Unauthenticated):
@@ -83,6 +87,13 @@ class SessionKeys:
 
     def __init__(self, keys: Iterable[SessionKey]) -> None:
         self._keys = list(keys)
+        # Tokens this set of keys signed or verified, with their sessions: every
+        # bot call carries one, and checking it again (base64, two protobuf
+        # parses, an HMAC) cost more than the rest of a task_update's checks.
+        # Emptied whenever the keys change.
+        self._verified: collections.OrderedDict[str, session_pb2.Session] = (
+            collections.OrderedDict()
+        )
         if not self._keys:
             raise ValueError("at least one session key is needed")
         ids = [key.key_id for key in self._keys]
@@ -125,6 +136,7 @@ class SessionKeys:
         """Adds a fresh key that signs from now on; the older keys still verify."""
         key = SessionKey.generate(self.key_ids)
         self._keys.append(key)
+        self._verified.clear()
         return key
 
     def adopt(self, other: SessionKeys) -> bool:
@@ -136,7 +148,21 @@ class SessionKeys:
         if other._keys == self._keys:
             return False
         self._keys = list(other._keys)
+        self._verified.clear()
         return True
+
+    def verified(self, token: str) -> session_pb2.Session | None:
+        """The session of a token these keys signed or verified before, or None."""
+        found = self._verified.get(token)
+        if found is not None:
+            self._verified.move_to_end(token)
+        return found
+
+    def remember(self, token: str, session: session_pb2.Session) -> None:
+        """Records a token as good for `session` (never changed afterwards)."""
+        self._verified[token] = session
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
 
     @classmethod
     def read_file(cls, state_dir: Path) -> SessionKeys | None:
@@ -199,19 +225,26 @@ def marshal(session: session_pb2.Session, keys: SessionKeys) -> str:
     token = session_pb2.SessionToken(
         hmac_tagged=session_pb2.HmacTagged(session=payload, hmac_sha256=tag, key_id=key.key_id)
     )
-    return base64.b64encode(token.SerializeToString(deterministic=True)).decode("ascii")
+    text = base64.b64encode(token.SerializeToString(deterministic=True)).decode("ascii")
+    if not _missing_fields(session):
+        keys.remember(text, session_pb2.Session.FromString(payload))
+    return text
 
 
 def unmarshal(token: object, keys: SessionKeys) -> session_pb2.Session:
     """The session inside a token the bot echoed; raises BadSessionToken.
 
     Does not check expiry: whether an expired session is acceptable depends
-    on the call (PROTOCOL.md 0.2.4 S3), see `is_expired`.
+    on the call (PROTOCOL.md 0.2.4 S3), see `is_expired`. The session
+    returned may be shared with other calls: it must not be changed.
     """
     if token is None or token == "":
         raise BadSessionToken("no session")
     if not isinstance(token, str):
         raise BadSessionToken(f"the session is a {type(token).__name__}, not a string")
+    known = keys.verified(token)
+    if known is not None:
+        return known
     if len(token) > _MAX_TOKEN_CHARS:
         raise BadSessionToken(f"the session is longer than {_MAX_TOKEN_CHARS} characters")
     try:
@@ -236,7 +269,16 @@ def unmarshal(token: object, keys: SessionKeys) -> session_pb2.Session:
         session = session_pb2.Session.FromString(tagged.session)
     except DecodeError as e:
         raise BadSessionToken("the signed session does not parse") from e
-    missing = [
+    missing = _missing_fields(session)
+    if missing:
+        raise BadSessionToken(f"the session lacks {', '.join(missing)}")
+    keys.remember(token, session)
+    return session
+
+
+def _missing_fields(session: session_pb2.Session) -> list[str]:
+    """The fields a usable session must have and `session` lacks."""
+    return [
         name
         for name, present in (
             ("bot_id", bool(session.bot_id)),
@@ -246,9 +288,6 @@ def unmarshal(token: object, keys: SessionKeys) -> session_pb2.Session:
         )
         if not present
     ]
-    if missing:
-        raise BadSessionToken(f"the session lacks {', '.join(missing)}")
-    return session
 
 
 def is_expired(session: session_pb2.Session, now: float) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server import jsonio
 from server.appkeys import BOOTSTRAP_SERVICE, BOT_SERVICE, BOTCODE, RUN_SERVICE
 from server.botapi import messages
 from server.errors import InvalidRequest
@@ -23,7 +24,7 @@ BOT_API = "/swarming/api/v1/bot"
 async def read_json(request: web.Request) -> Mapping[str, Any]:
     """Reads a JSON object body; anything else is a 400 that says what was wrong."""
     try:
-        body = await request.json(loads=json.loads)
+        body = await request.json(loads=jsonio.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidRequest(f"the body is not valid JSON: {e}") from e
     if not isinstance(body, dict):
@@ -37,7 +38,9 @@ def credentials(request: web.Request) -> messages.BotCredentials:
 
 
 def _json(payload: Mapping[str, Any]) -> web.Response:
-    return web.json_response(payload, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+    return web.Response(
+        body=jsonio.dumps_bytes(payload), content_type="application/json", charset="utf-8"
+    )
 
 
 Parser = Callable[[Mapping[str, Any]], Any]

@@ -20,7 +20,6 @@ Every call that may end a task then stops the task's children
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 from typing import Any
@@ -38,7 +37,7 @@ from server.botapi.messages import (
     TaskUpdateRequest,
 )
 from server.errors import TaskNotFound
-from server.model import TaskResult, TaskState
+from server.model import TaskResult, TaskState, evolve
 from server.scheduler import children, dedup, manifest, transitions
 from server.scheduler.mutation import mutate
 
@@ -167,7 +166,7 @@ class RunService:
                 return None
             r = transitions.apply_update(mine, req.update, now=now, tolerance_secs=tolerance)
             if r.state is TaskState.COMPLETED:
-                r = dataclasses.replace(r, properties_hash=dedup.reusable_hash(request, r))
+                r = evolve(r, properties_hash=dedup.reusable_hash(request, r))
             return transitions.settle_restart(r, request, now=now)
 
         stored, changed = await mutate(ctx.store, task_id, change)

@@ -10,8 +10,8 @@ by itself (PROTOCOL.md 0.2.4 S2).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import functools
 import logging
 import random
 from typing import Any
@@ -27,50 +27,22 @@ from server.botapi.messages import (
     HandshakeRequest,
     PollRequest,
 )
-from server.config.model import BotGroup, Settings
+from server.botapi.poll_records import (
+    Dispatcher,
+    idle_reason,
+    maintenance_reason,
+    overlay,
+    polled,
+    quarantine_reason,
+)
+from server.config.model import Settings
 from server.errors import Unauthenticated
-from server.model import Bot, BotDimensions, BotEvent, TaskResult
-from server.scheduler import manifest, transitions
+from server.model import Bot, BotEvent, TaskResult, evolve
+from server.scheduler import transitions
 from server.scheduler.waiters import NEW_QUEUE, PollWaiters
+from server.store.base import Dispatch
 
 log = logging.getLogger("drover.botapi")
-
-
-def overlay(reported: BotDimensions, group: BotGroup, bot_id: str) -> BotDimensions:
-    """The bot's effective dimensions: bots.cfg keys win over reported ones."""
-    merged = dict(reported)
-    merged.update(group.dimensions)
-    merged["id"] = [bot_id]
-    return merged
-
-
-def quarantine_reason(report: BotReport) -> str:
-    """Why the bot's own report says it must not get tasks, or ''."""
-    if report.dimensions_error:
-        return f"invalid dimensions: {report.dimensions_error}"
-    if "quarantined" in report.dimensions:
-        return "the bot has the 'quarantined' dimension"
-    value = report.state.get("quarantined")
-    if value:
-        return value if isinstance(value, str) else "the bot reported itself quarantined"
-    return ""
-
-
-def maintenance_reason(report: BotReport) -> str:
-    """The bot's maintenance message, or ''."""
-    value = report.state.get("maintenance")
-    if not value:
-        return ""
-    return value if isinstance(value, str) else "maintenance"
-
-
-def idle_reason(bot: Bot) -> str:
-    """Why the bot gets no task, quarantine before maintenance, admin before bot; '' if none."""
-    quarantine = "; ".join(m for m in (bot.admin_quarantine, bot.quarantined) if m)
-    if quarantine:
-        return f"quarantined: {quarantine}"
-    maintenance = bot.admin_maintenance or bot.maintenance
-    return f"in maintenance: {maintenance}" if maintenance else ""
 
 
 def sleep_duration(settings: Settings, state: dict[str, Any], rng: random.Random) -> float:
@@ -191,15 +163,15 @@ class BotService:
         if problem or sess is None:
             # Nothing is stored for a caller without a valid session.
             return reply
-        bot = await self._record_poll(req, creds, group, identity, now)
-        if not reply:
-            reply = await self._work_or_sleep(bot, req, settings, now)
+        existing = await ctx.store.get_bot(req.bot_id)
+        bot = polled(existing, req, creds, group, identity, now)
         sess = session.refresh(sess, now=now, lifetime_secs=settings.session_lifetime_secs)
-        reply["session"] = session.marshal(sess, ctx.keys)
-        if reply["cmd"] in ("run", "terminate") and req.request_uuid:
-            await ctx.store.put_poll_reply(
-                req.bot_id, req.request_uuid, reply, now + settings.poll_replay_secs
-            )
+        token = session.marshal(sess, ctx.keys)
+        if reply:
+            await self._save(existing, bot)
+        else:
+            reply = await self._work_or_sleep(existing, bot, req, settings, now, token)
+        reply["session"] = token
         return reply
 
     async def event(self, req: EventRequest, creds: BotCredentials) -> dict[str, Any]:
@@ -254,99 +226,88 @@ class BotService:
             )
         )
 
-    async def _record_poll(
-        self,
-        req: PollRequest,
-        creds: BotCredentials,
-        group: BotGroup,
-        identity: str,
-        now: float,
-    ) -> Bot:
-        """Updates the bot record from a poll; invalid dimensions are not stored."""
-        store = self._ctx.store
-        existing = await store.get_bot(req.bot_id) or Bot(bot_id=req.bot_id, first_seen_ts=now)
-        dims = existing.dimensions
-        if not req.report.dimensions_error:
-            dims = overlay(req.report.dimensions, group, req.bot_id)
-        bot = dataclasses.replace(
-            existing,
-            group=group.name,
-            dimensions=dims,
-            state=req.report.state,
-            version=req.report.version,
-            last_seen_ts=now,
-            external_ip=creds.remote_ip,
-            authenticated_as=identity,
-            quarantined=quarantine_reason(req.report),
-            maintenance=maintenance_reason(req.report),
-            task_id="",
-            task_name="",
-        )
-        await store.put_bot(bot)
-        return bot
+    async def _save(self, existing: Bot | None, bot: Bot) -> None:
+        """Stores the polled record: a touch when only its last-seen time and state changed."""
+        if (
+            existing is not None
+            and evolve(existing, last_seen_ts=bot.last_seen_ts, state=bot.state) == bot
+        ):
+            await self._ctx.store.touch_bot(bot)
+        else:
+            await self._ctx.store.put_bot(bot)
 
     async def _work_or_sleep(
-        self, bot: Bot, req: PollRequest, settings: Settings, now: float
+        self,
+        existing: Bot | None,
+        bot: Bot,
+        req: PollRequest,
+        settings: Settings,
+        now: float,
+        token: str,
     ) -> dict[str, Any]:
-        """Hands the bot a task it can run, or tells it to sleep."""
+        """Hands the bot a task it can run, or tells it to sleep.
+
+        The bot's record is written once: with the task, in the claim's
+        transaction (Store.dispatch_next), or idle before the poll is held.
+        """
         reason = idle_reason(bot)
         if reason:
+            await self._save(existing, bot)
             quarantined = bool(bot.quarantined or bot.admin_quarantine)
             return self._sleep(settings.max_bot_sleep_time, quarantined=quarantined, message=reason)
-        result = await self._reserve(bot, settings, now)
-        if result is None and settings.long_poll_secs > 0:
-            result = await self._hold(bot, settings)
-        if result is None:
+        ctx = self._ctx
+        dispatcher = Dispatcher(
+            bot,
+            request_uuid=req.request_uuid,
+            replay_until=now + settings.poll_replay_secs,
+            session=token,
+            server_url=ctx.server_url,
+            system_account=ctx.system_account(bot.bot_id),
+        )
+        dispatched = await self._reserve(dispatcher, settings, now)
+        if dispatched is None:
+            await self._save(existing, bot)
+            if settings.long_poll_secs > 0:
+                dispatched = await self._hold(dispatcher, settings)
+        if dispatched is None:
             return self._sleep(sleep_duration(settings, req.report.state, self._rng))
-        now = self._ctx.clock.now()
-        request = await self._ctx.store.get_request(result.task_id)
-        assert request is not None, "a stored result always has its request"
-        await self._ctx.store.put_bot(
-            dataclasses.replace(bot, task_id=result.run_id, task_name=request.name)
-        )
-        if request.is_termination:
-            await self._ctx.store.add_bot_event(
-                BotEvent(
-                    bot_id=bot.bot_id, ts=now, event_type="bot_terminate", task_id=result.run_id
-                )
-            )
-            return {"cmd": "terminate", "task_id": result.run_id}
-        await self._ctx.store.add_bot_event(
-            BotEvent(bot_id=bot.bot_id, ts=now, event_type="request_task", task_id=result.run_id)
-        )
-        return {
-            "cmd": "run",
-            "manifest": manifest.build(
-                request, result, bot, self._ctx.server_url, self._ctx.system_account(bot.bot_id)
-            ),
-        }
+        return dispatched[1].reply.reply
 
-    async def _hold(self, bot: Bot, settings: Settings) -> TaskResult | None:
+    async def _hold(
+        self, dispatcher: Dispatcher, settings: Settings
+    ) -> tuple[TaskResult, Dispatch] | None:
         """Holds an idle bot's poll until a task for it arrives or the hold ends.
 
         The hold is measured on the event loop's clock, not the injected one:
         it is about the transport (a stock bot drops a request after 60 s).
         Tasks created by other replicas wake it too (server/replicas.py).
         """
+        bot = dispatcher.bot
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.long_poll_secs
         while (remaining := deadline - loop.time()) > 0:
             keys = self._ctx.queues.queues_for(bot.bot_id, bot.dimensions)
-            with (
-                self._waiters.waiting([*keys, NEW_QUEUE]) as event,
-                contextlib.suppress(TimeoutError),
-            ):
-                await asyncio.wait_for(event.wait(), remaining)
-            result = await self._reserve(bot, settings, self._ctx.clock.now())
-            if result is not None:
-                return result
+            with self._waiters.waiting([*keys, NEW_QUEUE]) as waiter:
+                await waiter.wait(remaining)
+            try:
+                dispatched = await self._reserve(dispatcher, settings, self._ctx.clock.now())
+            except BaseException:
+                self._waiters.pass_on(waiter)
+                raise
+            self._waiters.claimed(waiter, dispatched[0].queue_key if dispatched else None)
+            if dispatched is not None:
+                return dispatched
         return None
 
-    async def _reserve(self, bot: Bot, settings: Settings, now: float) -> TaskResult | None:
+    async def _reserve(
+        self, dispatcher: Dispatcher, settings: Settings, now: float
+    ) -> tuple[TaskResult, Dispatch] | None:
+        """Claims the best task for the bot, recording the dispatch with the claim."""
+        bot = dispatcher.bot
         keys = self._ctx.queues.queues_for(bot.bot_id, bot.dimensions)
         if not keys:
             return None
-        return await self._ctx.store.claim_next(
+        return await self._ctx.store.dispatch_next(
             keys,
             now,
             lambda r: transitions.reserve(
@@ -357,6 +318,7 @@ class BotService:
                 now=now,
                 reserve_until=now + settings.reservation_timeout_secs,
             ),
+            functools.partial(dispatcher.record, now=now),
         )
 
     @staticmethod

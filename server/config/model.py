@@ -7,6 +7,7 @@ the middle of a request never mixes two revisions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 
@@ -48,8 +49,12 @@ class BotGroup:
         """The digest a session remembers; a change makes the next poll answer bot_restart.
 
         PROTOCOL.md 2.1 field 6: sorted lines for the hooks script and each
-        forced dimension value.
+        forced dimension value. Every poll compares it: computed once per group.
         """
+        return self._handshake_config_hash
+
+    @functools.cached_property
+    def _handshake_config_hash(self) -> bytes:
         script_sha = hashlib.sha256(self.bot_config_script_body.encode()).hexdigest()
         lines = [
             f"config_script_sha256:{script_sha}",

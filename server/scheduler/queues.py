@@ -11,7 +11,6 @@ records; `refresh` picks up queues created by other server processes.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 
 from server.dimensions import matches, queue_key
@@ -21,7 +20,7 @@ from server.store.base import Store
 
 @dataclasses.dataclass
 class _BotMatches:
-    dims_digest: str
+    dims: BotDimensions
     seen: int  # how many entries of the queue log were checked
     keys: list[str]
 
@@ -62,10 +61,10 @@ class QueueIndex:
 
     def queues_for(self, bot_id: str, dims: BotDimensions) -> list[str]:
         """Returns the keys of the queues a bot with `dims` can serve."""
-        digest = json.dumps(dims, sort_keys=True)
         cached = self._bots.get(bot_id)
-        if cached is None or cached.dims_digest != digest:
-            cached = _BotMatches(dims_digest=digest, seen=0, keys=[])
+        # Records are never changed in place, so equal dims are the same dims.
+        if cached is None or (cached.dims is not dims and cached.dims != dims):
+            cached = _BotMatches(dims=dims, seen=0, keys=[])
             self._bots[bot_id] = cached
         if cached.seen < len(self._log):
             new = self._log[cached.seen :]

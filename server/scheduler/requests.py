@@ -6,14 +6,13 @@ returns it normalized, or raises InvalidRequest naming the offending field.
 
 from __future__ import annotations
 
-import dataclasses
 import posixpath
 import re
 
 from server import ids
 from server.dimensions import normalize_pairs
 from server.errors import InvalidRequest
-from server.model import TaskProperties, TaskRequest, TaskSlice
+from server.model import TaskProperties, TaskRequest, TaskSlice, evolve
 
 DEFAULT_PRIORITY = 200
 DEFAULT_EXECUTION_TIMEOUT_SECS = 3600
@@ -59,14 +58,14 @@ def validate(request: TaskRequest) -> TaskRequest:
         raise InvalidRequest(f"parent_task_id {request.parent_task_id!r} is not a task ID")
     if len(request.request_uuid) > 128:
         raise InvalidRequest("request_uuid is longer than 128 characters")
-    return dataclasses.replace(request, slices=slices)
+    return evolve(request, slices=slices)
 
 
 def _validate_slice(task_slice: TaskSlice, where: str) -> TaskSlice:
     if not 1 <= task_slice.expiration_secs <= MAX_EXPIRATION_SECS:
         raise InvalidRequest(f"{where}.expiration_secs must be in 1..{MAX_EXPIRATION_SECS}")
     props = _validate_properties(task_slice.properties, f"{where}.properties")
-    return dataclasses.replace(task_slice, properties=props)
+    return evolve(task_slice, properties=props)
 
 
 def _validate_properties(props: TaskProperties, where: str) -> TaskProperties:
@@ -109,7 +108,7 @@ def _validate_properties(props: TaskProperties, where: str) -> TaskProperties:
         _check_relative(cache.path, f"{where}.caches[{i}].path")
     for i, output in enumerate(props.outputs):
         _check_relative(output, f"{where}.outputs[{i}]")
-    return dataclasses.replace(props, dimensions=dimensions)
+    return evolve(props, dimensions=dimensions)
 
 
 def _check_relative(path: str, where: str) -> None:

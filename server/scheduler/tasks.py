@@ -8,8 +8,6 @@ other's changes. Parents and children are server/scheduler/children.py.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -31,6 +29,7 @@ from server.model import (
     TaskResult,
     TaskSlice,
     TaskState,
+    evolve,
 )
 from server.scheduler import children, dedup, reports, requests, transitions
 from server.scheduler.children import PARENT_TAG
@@ -105,7 +104,7 @@ class TaskService:
         it was being stored (server/scheduler/children.py).
         """
         now = self._clock.now()
-        request = requests.validate(dataclasses.replace(draft, created_ts=now))
+        request = requests.validate(evolve(draft, created_ts=now))
         service_accounts.check_allowed(
             self._config.current,
             request.service_account,
@@ -117,7 +116,7 @@ class TaskService:
         if parent_id:
             await children.adopt(self._store, parent_id)
             tags.append(children.parent_tag(parent_id))
-        request = dataclasses.replace(request, task_id=ids.new_task_id(now), tags=sorted(set(tags)))
+        request = evolve(request, task_id=ids.new_task_id(now), tags=sorted(set(tags)))
         result = TaskResult(
             task_id=request.task_id,
             state=TaskState.PENDING,
@@ -293,11 +292,8 @@ class TaskService:
             if not result.state.is_active:
                 yield b"", result, size
                 return
-            with (
-                self._output_waiters.waiting([result.task_id]) as event,
-                contextlib.suppress(TimeoutError),
-            ):
-                await asyncio.wait_for(event.wait(), FOLLOW_RECHECK_SECS)
+            with self._output_waiters.waiting([result.task_id]) as waiter:
+                await waiter.wait(FOLLOW_RECHECK_SECS)
 
     async def cancel(self, task_id: str, kill_running: bool) -> tuple[bool, bool]:
         """Cancels a pending task, or asks a running one to stop if `kill_running`.

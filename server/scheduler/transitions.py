@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from server.ids import MAX_TRIES
-from server.model import BotDimensions, TaskRequest, TaskResult, TaskState
+from server.model import BotDimensions, TaskRequest, TaskResult, TaskState, evolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ def reserve(
     reserve_until: float,
 ) -> TaskResult:
     """A poll hands the task to a bot: a new run, reserved until confirmed."""
-    return dataclasses.replace(
+    return evolve(
         result,
         state=TaskState.RUNNING,
         try_number=result.try_number + 1,
@@ -68,7 +68,7 @@ def reserve(
 
 def confirm(result: TaskResult, *, now: float, tolerance_secs: int, claim_id: str) -> TaskResult:
     """The bot confirmed its reservation (claim, or a stock bot's first update)."""
-    return dataclasses.replace(
+    return evolve(
         result,
         reserved_until=None,
         claim_id=claim_id,
@@ -110,7 +110,7 @@ def apply_update(
                 changes.update(exit_code=None, duration=None)
             elif end is TaskState.KILLED:
                 changes["failure"] = True
-    return dataclasses.replace(result, **changes)  # type: ignore[arg-type]
+    return evolve(result, **changes)
 
 
 def _end_state(result: TaskResult, update: RunUpdate) -> TaskState | None:
@@ -163,7 +163,7 @@ def cancel(result: TaskResult, *, now: float, kill_running: bool) -> TaskResult 
     if result.state is TaskState.PENDING:
         return _end(result, TaskState.CANCELED, now)
     if result.state is TaskState.RUNNING and kill_running and not result.killing:
-        return dataclasses.replace(result, killing=True, modified_ts=now)
+        return evolve(result, killing=True, modified_ts=now)
     return None
 
 
@@ -171,7 +171,7 @@ def next_slice(
     result: TaskResult, request: TaskRequest, *, now: float, index: int, queue_key: str
 ) -> TaskResult:
     """The task waits in the queue of slice `index`, until that slice's cumulative expiration."""
-    return dataclasses.replace(
+    return evolve(
         result,
         current_slice=index,
         queue_key=queue_key,
@@ -210,7 +210,7 @@ def _unreserve(result: TaskResult, *, now: float) -> TaskResult:
     which is what lets task_update write output under it
     (server/botapi/runs.py).
     """
-    return dataclasses.replace(
+    return evolve(
         result,
         state=TaskState.PENDING,
         try_number=result.try_number - 1,
@@ -259,7 +259,7 @@ def requeue(result: TaskResult, request: TaskRequest, *, now: float) -> TaskResu
     It waits on the slice it ran, for that slice's own expiration_secs from
     now: the cumulative deadline of its creation may be long past.
     """
-    return dataclasses.replace(
+    return evolve(
         result,
         state=TaskState.PENDING,
         bot_id="",
@@ -281,14 +281,14 @@ def pause(result: TaskResult, *, now: float) -> TaskResult | None:
     """Pauses an active task; None if it is final or paused already."""
     if not result.state.is_active or result.paused:
         return None
-    return dataclasses.replace(result, paused=True, modified_ts=now)
+    return evolve(result, paused=True, modified_ts=now)
 
 
 def resume(result: TaskResult, *, now: float) -> TaskResult | None:
     """Resumes a paused task; None if it is not paused, or has ended (a final record stays)."""
     if not result.paused or not result.state.is_active:
         return None
-    return dataclasses.replace(result, paused=False, modified_ts=now)
+    return evolve(result, paused=False, modified_ts=now)
 
 
 def restart(result: TaskResult, *, now: float) -> TaskResult | None:
@@ -301,8 +301,8 @@ def restart(result: TaskResult, *, now: float) -> TaskResult | None:
         return None
     if result.reserved_until is not None:
         # A restart wins over an earlier cancel: the task runs again.
-        return dataclasses.replace(_unreserve(result, now=now), paused=False)
-    return dataclasses.replace(result, killing=True, restarting=True, modified_ts=now)
+        return evolve(_unreserve(result, now=now), paused=False)
+    return evolve(result, killing=True, restarting=True, modified_ts=now)
 
 
 def is_out_of_tries(result: TaskResult) -> bool:
@@ -323,7 +323,7 @@ def reprioritize(result: TaskResult, *, now: float, priority: int) -> TaskResult
     """Changes a pending task's priority (its place in its queue follows)."""
     if result.state is not TaskState.PENDING or result.priority == priority:
         return None
-    return dataclasses.replace(result, priority=priority, modified_ts=now)
+    return evolve(result, priority=priority, modified_ts=now)
 
 
 def settle_restart(result: TaskResult, request: TaskRequest, *, now: float) -> TaskResult:
@@ -339,7 +339,7 @@ def _end(result: TaskResult, state: TaskState, now: float, **changes: Any) -> Ta
     The queue key stays: a restart queues the task again in the same queue.
     An ended task is never shown paused, whatever it was when it ended.
     """
-    return dataclasses.replace(
+    return evolve(
         result,
         state=state,
         completed_ts=now,

@@ -1,10 +1,19 @@
 """Long polling: idle bots' polls wait here until a task for them may have arrived.
 
-A held poll registers one event under each queue key it can serve; creating
-or re-queueing a task notifies its queue, which wakes exactly the polls that
-could take it. Across server processes nobody notifies, so each replica
-re-checks the Store for the queues its polls wait on at a short interval
-and notifies those with work (server/replicas.py, DESIGN.md 6).
+A held poll registers one waiter under each queue key it can serve. A task
+that enters a queue in this process wakes one poll waiting on it
+(`notify_one`, through `TaskArrivals`): one task can go to one bot only, and
+waking every poll of a busy queue for each task would make all but one of
+them claim for nothing (with 20 idle bots, 19 wasted claims per task). The
+woken poll is handed the queue key; if its claim then takes a task of
+another queue (`claimed`) or fails (`pass_on`), it passes the key on, so a
+task is never left waiting while a poll that could take it sleeps.
+
+Everything else wakes every waiter of a key (`notify`): a new queue (any
+poll may match it), the output followers of a task, and the tasks that
+other server processes queued, which are found by a re-check of the Store
+at a short interval (server/replicas.py, DESIGN.md 6) without knowing how
+many arrived.
 """
 
 from __future__ import annotations
@@ -18,30 +27,95 @@ from collections.abc import Iterator, Sequence
 NEW_QUEUE = "*new-queue*"
 
 
-class PollWaiters:
-    """Events of held polls, by queue key."""
+class Waiter:
+    """One held poll's wake-up: set once, by a notification or by its timeout."""
+
+    __slots__ = ("_future", "handed")
 
     def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The queue key of the task a `notify_one` handed this waiter, if any.
+        self.handed: str | None = None
+
+    def set(self) -> None:
+        """Wakes the waiter (again: no effect)."""
+        if not self._future.done():
+            self._future.set_result(None)
+
+    def is_set(self) -> bool:
+        """True once woken or timed out."""
+        return self._future.done()
+
+    async def wait(self, secs: float) -> None:
+        """Returns once woken, or after `secs` seconds.
+
+        A timer handle rather than asyncio.wait_for: no task per held poll.
+        """
+        if self._future.done():
+            return
+        timer = asyncio.get_running_loop().call_later(max(secs, 0.0), self.set)
+        try:
+            await self._future
+        finally:
+            timer.cancel()
+
+
+class PollWaiters:
+    """Waiters of held polls (and of output followers), by key, oldest first."""
+
+    def __init__(self) -> None:
+        # Dicts as ordered sets: notify_one wakes the longest-waiting poll.
+        self._waiting: dict[str, dict[Waiter, None]] = {}
 
     def notify(self, queue_key: str) -> None:
-        """Wakes every poll waiting on `queue_key`."""
-        for event in self._waiting.get(queue_key, ()):
-            event.set()
+        """Wakes every waiter of `queue_key`."""
+        for waiter in self._waiting.get(queue_key, ()):
+            waiter.set()
+
+    def notify_one(self, queue_key: str) -> None:
+        """Hands one task of `queue_key` to the oldest waiter of it not woken yet.
+
+        When every waiter of the key is already woken, nobody is: they are
+        about to claim, and one that takes a task of another queue passes
+        its own key on.
+        """
+        for waiter in self._waiting.get(queue_key, ()):
+            if not waiter.is_set():
+                waiter.handed = queue_key
+                waiter.set()
+                return
+
+    def claimed(self, waiter: Waiter, queue_key: str | None) -> None:
+        """Settles a woken poll's claim: it took a task of `queue_key` (None: no task).
+
+        A poll handed a task of another queue than the one it took passes
+        that task on to another poll. One that took none passes nothing on:
+        the task it was handed was in a queue it claimed from, so somebody
+        else took it first (or it ended).
+        """
+        handed, waiter.handed = waiter.handed, None
+        if handed is not None and queue_key is not None and handed != queue_key:
+            self.notify_one(handed)
+
+    def pass_on(self, waiter: Waiter) -> None:
+        """Hands the task `waiter` was woken for to another poll (its claim did not happen)."""
+        handed, waiter.handed = waiter.handed, None
+        if handed is not None:
+            self.notify_one(handed)
 
     @contextlib.contextmanager
-    def waiting(self, queue_keys: Sequence[str]) -> Iterator[asyncio.Event]:
-        """Registers one event under every key for the duration of the block."""
-        event = asyncio.Event()
+    def waiting(self, queue_keys: Sequence[str]) -> Iterator[Waiter]:
+        """Registers one waiter under every key for the duration of the block."""
+        waiter = Waiter()
         for key in queue_keys:
-            self._waiting.setdefault(key, set()).add(event)
+            self._waiting.setdefault(key, {})[waiter] = None
         try:
-            yield event
+            yield waiter
         finally:
             for key in queue_keys:
                 waiters = self._waiting.get(key)
                 if waiters is not None:
-                    waiters.discard(event)
+                    waiters.pop(waiter, None)
                     if not waiters:
                         del self._waiting[key]
 
@@ -52,4 +126,19 @@ class PollWaiters:
     @property
     def held(self) -> int:
         """How many distinct polls are waiting (for metrics and tests)."""
-        return len({id(e) for events in self._waiting.values() for e in events})
+        return len({id(w) for waiters in self._waiting.values() for w in waiters})
+
+
+class TaskArrivals:
+    """The Notifier of the scheduler (server/scheduler/tasks.py) for held polls.
+
+    Told once per task that enters a queue in this process; wakes one poll
+    that can take it.
+    """
+
+    def __init__(self, waiters: PollWaiters) -> None:
+        self._waiters = waiters
+
+    def notify(self, queue_key: str) -> None:
+        """One task entered `queue_key`: wake one poll waiting on it."""
+        self._waiters.notify_one(queue_key)

@@ -9,6 +9,7 @@ backend. State that must survive a restart lives only here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -34,8 +35,36 @@ OUTPUT_CHUNK_SIZE = 100 * 1024
 MAX_OUTPUT_SIZE = 1024 * OUTPUT_CHUNK_SIZE
 
 
+# How long a store may hold the last-seen times of touch_bot before writing
+# them: far below any bot death timeout (30 s at least).
+TOUCH_BATCH_SECS = 1.0
+
+
 class StaleWrite(Conflict):
     """The record changed since it was read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PollReply:
+    """A poll's answer, kept for replay until `expires_ts` (see put_poll_reply)."""
+
+    bot_id: str
+    request_uuid: str
+    reply: dict[str, Any]
+    expires_ts: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Dispatch:
+    """What a poll records in the transaction of the claim that gives its bot a task."""
+
+    # The bot's new record, busy with the run (as put_bot writes it).
+    bot: Bot
+    # Appended to the bot's history (as add_bot_event appends it).
+    event: BotEvent
+    # The poll's answer; kept for a retry of the poll as put_poll_reply keeps
+    # it, unless its request_uuid is empty (the bot sent none).
+    reply: PollReply
 
 
 class Store(Protocol):
@@ -53,6 +82,20 @@ class Store(Protocol):
 
     async def put_bot(self, bot: Bot) -> None:
         """Creates or replaces the bot record (last writer wins)."""
+        ...
+
+    async def touch_bot(self, bot: Bot) -> None:
+        """Records a poll of a bot that changed only its `last_seen_ts` and `state`.
+
+        `bot` is the stored record with those two fields new (an idle bot's
+        poll: its state holds its uptime). The store may write them later,
+        with other bots' in one batch, within about TOUCH_BATCH_SECS, and
+        writes only them: a change of another field meanwhile (put_bot,
+        here or elsewhere) is kept, and an older time than the stored one
+        changes nothing. Reads through this store see them at once, other
+        stores (other processes, replicas) once written. So a crash may lose
+        the last second of last-seen times and states, never anything else.
+        """
         ...
 
     async def list_bots(self, query: BotQuery) -> Page[Bot]:
@@ -138,6 +181,27 @@ class Store(Protocol):
         and returns the record to store (or None to skip it); the first one
         returned is written as by `update_result` and returned. Two concurrent
         calls never get the same task.
+        """
+        ...
+
+    async def dispatch_next(
+        self,
+        queue_keys: Sequence[str],
+        now: float,
+        assign: Callable[[TaskResult], TaskResult | None],
+        record: Callable[[TaskResult, TaskRequest], Dispatch],
+    ) -> tuple[TaskResult, Dispatch] | None:
+        """Claims as claim_next does, and records the dispatch in the same transaction.
+
+        For the task claimed, `record` gets the stored result and the task's
+        request and says what else the poll writes: the bot's record, a bot
+        event and the poll's answer, stored as put_bot, add_bot_event and
+        put_poll_reply store them. The claim and those writes happen
+        together or not at all, so a crash never leaves a claimed task with
+        no answer to replay, or the bot recorded busy with a task it never
+        got. `record` must be a pure function: a backend may call it more
+        than once. Returns (stored result, what `record` returned), or None
+        when no task was claimed (then nothing is written).
         """
         ...
 

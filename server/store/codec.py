@@ -27,6 +27,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from server import jsonio
 from server.model import (
     ApiToken,
     Bot,
@@ -48,7 +49,7 @@ _Convert = Callable[[Any], Any] | None
 
 def to_dict(record: Record) -> dict[str, Any]:
     """Returns `record` as a dict of JSON types (str, int, float, bool, None, list, dict)."""
-    encode, _ = _converters(type(record))
+    encode = _converters(type(record), False)[0]
     assert encode is not None
     encoded: dict[str, Any] = encode(record)
     return encoded
@@ -59,7 +60,7 @@ def from_dict(cls: type[R], data: dict[str, Any]) -> R:
 
     Raises ValueError when `data` does not describe a `cls`.
     """
-    _, decode = _converters(cls)
+    decode = _converters(cls, False)[1]
     assert decode is not None
     try:
         record = decode(data)
@@ -70,76 +71,180 @@ def from_dict(cls: type[R], data: dict[str, Any]) -> R:
 
 
 def dumps(record: Record) -> str:
-    """Returns `record` as compact JSON text."""
-    return json.dumps(to_dict(record), separators=(",", ":"))
+    """Returns `record` as compact JSON text.
+
+    orjson writes it (server/jsonio.py), unless it holds a float that is
+    not finite, which orjson would write as null: the standard library
+    writes those (as `Infinity`, `NaN`), so the round trip stays exact.
+    """
+    encode = _converters(type(record), True)[0]
+    assert encode is not None
+    try:
+        return jsonio.dumps(encode(record))
+    except _NotFinite:
+        return json.dumps(to_dict(record), separators=(",", ":"))
+
+
+def dumps_json_value(value: Any) -> str:
+    """A value of a field typed Any (a bot's state) as strict JSON text, as `dumps` writes it.
+
+    Raises ValueError for a value that holds a float JSON cannot write
+    (NaN, an infinity): `dumps` writes those as the standard library does.
+    """
+    try:
+        return jsonio.dumps(_check_any(value))
+    except _NotFinite as e:
+        raise ValueError("the value holds a float that is not finite") from e
 
 
 def loads(cls: type[R], text: str | bytes) -> R:
     """Rebuilds a record of type `cls` from `dumps`'s output."""
-    data = json.loads(text)
+    data = jsonio.loads(text)
     if not isinstance(data, dict):
         raise ValueError(f"not a stored {cls.__name__}: JSON {type(data).__name__}")
     return from_dict(cls, data)
 
 
-def _compile(tp: Any) -> tuple[_Convert, _Convert]:
-    """Builds (encode, decode) for one type hint; fails at once on a type it cannot store."""
-    if tp is Any or tp in (str, int, bool):
+class _NotFinite(Exception):
+    """A float that orjson cannot write exactly (NaN or an infinity)."""
+
+
+def _compile(tp: Any, checked: bool) -> tuple[_Convert, _Convert]:
+    """Builds (encode, decode) for one type hint; fails at once on a type it cannot store.
+
+    A `checked` encoder raises _NotFinite on a float that is not finite,
+    also inside values typed Any.
+    """
+    if tp is Any:
+        return (_check_any if checked else None), None
+    if tp in (str, int, bool):
         return None, None
     if tp is float:
         # A float field may hold an int (JSON then writes 1, not 1.0): keep floats floats.
-        return None, float
+        return (_check_float if checked else None), float
     if tp is bytes:
         return _b64encode, _b64decode
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return _enum_name, functools.partial(_enum_member, tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _dataclass_converters(tp)
+        return _dataclass_converters(tp, checked)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):
         rest = [a for a in args if a is not type(None)]
         if len(rest) != 1:
             raise TypeError(f"cannot store {tp}: only `X | None` unions are supported")
-        encode, decode = _converters(rest[0])
+        encode, decode = _converters(rest[0], checked)
         return _optional(encode), _optional(decode)
     if origin is list:
-        encode, decode = _converters(args[0])
+        encode, decode = _converters(args[0], checked)
         return _list_encoder(encode), _list_decoder(decode)
     if origin is tuple and args and args[-1] is not Ellipsis:
-        encoders, decoders = zip(*(_converters(a) for a in args), strict=True)
+        encoders, decoders = zip(*(_converters(a, checked) for a in args), strict=True)
         return _tuple_encoder(encoders), _tuple_decoder(decoders)
     if origin is dict and args[0] is str:
-        encode, decode = _converters(args[1])
+        encode, decode = _converters(args[1], checked)
         return _dict_of(encode), _dict_of(decode)
     raise TypeError(f"cannot store a field of type {tp}")
 
 
 # Memoized: each type's converters are built once, on first use.
-_converters: Callable[[Any], tuple[_Convert, _Convert]] = functools.cache(_compile)
+_converters: Callable[[Any, bool], tuple[_Convert, _Convert]] = functools.cache(_compile)
 
 
-def _dataclass_converters(cls: type[Any]) -> tuple[_Convert, _Convert]:
+def _dataclass_converters(cls: type[Any], checked: bool) -> tuple[_Convert, _Convert]:
+    """Converters of one record type, generated as straight-line code.
+
+    A generic loop over the fields (getattr, a dict comprehension, then the
+    class's frozen __init__) cost several times more, and records are
+    converted on every Store call. The decoder builds the instance without
+    __init__ (the model's records have no __post_init__ and no init=False
+    fields, which the checks below make sure of) and fills in the defaults
+    of missing fields as __init__ would.
+    """
     hints = typing.get_type_hints(cls)
-    fields = [(f.name, *_converters(hints[f.name])) for f in dataclasses.fields(cls) if f.init]
+    fields = dataclasses.fields(cls)
+    if (
+        hasattr(cls, "__post_init__")
+        or hasattr(cls, "__slots__")
+        or not all(f.init for f in fields)
+    ):
+        raise TypeError(f"cannot store {cls.__name__}: it needs its own __init__")
+    scope: dict[str, Any] = {"_cls": cls, "_new": object.__new__, "_set": object.__setattr__}
+    scope["_missing"] = object()
+    encode_items, decode_lines, built = [], [], []
+    for i, f in enumerate(fields):
+        if not f.name.isidentifier():
+            raise TypeError(f"cannot store field {f.name!r} of {cls.__name__}")
+        enc, dec = _converters(hints[f.name], checked)
+        value = f"d[{f.name!r}]"
+        if enc is not None:
+            scope[f"_e{i}"] = enc
+            value = f"_e{i}({value})"
+        encode_items.append(f"{f.name!r}: {value}")
+        convert = "v" if dec is None else f"_d{i}(v)"
+        if dec is not None:
+            scope[f"_d{i}"] = dec
+        if f.default is not dataclasses.MISSING:
+            scope[f"_default{i}"] = f.default
+            fallback = f"_default{i}"
+        elif f.default_factory is not dataclasses.MISSING:
+            scope[f"_factory{i}"] = f.default_factory
+            fallback = f"_factory{i}()"
+        else:
+            fallback = ""
+        if fallback:
+            decode_lines.append(f"    v = get({f.name!r}, _missing)")
+            decode_lines.append(f"    f{i} = {fallback} if v is _missing else {convert}")
+        else:
+            decode_lines.append(f"    v = data[{f.name!r}]")
+            decode_lines.append(f"    f{i} = {convert}")
+        built.append(f"{f.name!r}: f{i}")
+    source = "\n".join(
+        [
+            "def encode(obj):",
+            "    d = obj.__dict__",
+            f"    return {{{', '.join(encode_items)}}}",
+            "def decode(data):",
+            "    if not isinstance(data, dict):",
+            "        raise TypeError(f'expected an object for {_cls.__name__},"
+            " got {type(data).__name__}')",
+            "    get = data.get",
+            *decode_lines,
+            "    obj = _new(_cls)",
+            f"    _set(obj, '__dict__', {{{', '.join(built)}}})",
+            "    return obj",
+        ]
+    )
+    # The source is made from the model's own field names, checked above.
+    exec(compile(source, f"<codec {cls.__name__}>", "exec"), scope)
+    return scope["encode"], scope["decode"]
 
-    def encode(obj: Any) -> dict[str, Any]:
-        return {
-            name: getattr(obj, name) if enc is None else enc(getattr(obj, name))
-            for name, enc, _ in fields
-        }
 
-    def decode(data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise TypeError(f"expected an object for {cls.__name__}, got {type(data).__name__}")
-        return cls(
-            **{
-                name: data[name] if dec is None else dec(data[name])
-                for name, _, dec in fields
-                if name in data
-            }
-        )
+def _check_float(value: Any) -> Any:
+    # x - x is 0 for every finite number (ints too) and NaN for NaN and the infinities.
+    if value - value != 0:
+        raise _NotFinite
+    return value
 
-    return encode, decode
+
+def _check_any(value: Any) -> Any:
+    """Passes a JSON value through after making sure it holds no float orjson would change."""
+    kind = type(value)
+    if kind is float:
+        if value - value != 0:
+            raise _NotFinite
+    elif kind is dict:
+        for item in value.values():
+            if type(item) in _NESTED:
+                _check_any(item)
+    elif kind is list:
+        for item in value:
+            if type(item) in _NESTED:
+                _check_any(item)
+    return value
+
+
+_NESTED = frozenset({float, dict, list})
 
 
 def _optional(convert: _Convert) -> _Convert:

@@ -61,11 +61,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import quote
 
 from server.clock import Clock, SystemClock
 from server.model import (
@@ -93,6 +91,7 @@ from server.store import (
 )
 from server.store import datastore_client as dc
 from server.store import datastore_task_queries as task_queries
+from server.store.base import Dispatch, PollReply
 
 # Store calls in flight at once per replica. Each holds a thread blocked on
 # one RPC (a few ms to tens of ms); past this, calls queue for a thread and
@@ -179,6 +178,10 @@ class DatastoreStore:
         """Creates or replaces the bot record (last writer wins)."""
         await self._call(datastore_bots.put_bot, self._client, bot)
 
+    async def touch_bot(self, bot: Bot) -> None:
+        """Writes the time and state at once (replicas read each other's), in a transaction."""
+        await self._call(datastore_bots.touch_bot, self._client, bot)
+
     async def list_bots(self, query: BotQuery) -> Page[Bot]:
         """Lists bots by ID, filtered as `query` says, paged by `query.cursor`."""
         return await self._call(datastore_bots.list_bots, self._client, query)
@@ -195,51 +198,18 @@ class DatastoreStore:
 
     async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
         """Returns the answer stored for this poll: one lookup of its PollReply."""
-        return await self._call(self._get_poll_reply, bot_id, request_uuid)
+        return await self._call(datastore_bots.get_poll_reply, self._client, bot_id, request_uuid)
 
     async def put_poll_reply(
         self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
     ) -> None:
         """Puts the PollReply and deletes a batch of expired ones, in one commit."""
-        await self._call(self._put_poll_reply, bot_id, request_uuid, reply, expires_ts)
-
-    def _get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        entity = self._client.get(
-            dc.key(self._client, dc.POLL_REPLY, _reply_name(bot_id, request_uuid))
+        await self._call(
+            datastore_bots.put_poll_reply,
+            self._client,
+            PollReply(bot_id, request_uuid, reply, expires_ts),
+            self._clock.now(),
         )
-        if entity is None:
-            return None
-        reply: dict[str, Any] = json.loads(entity["reply"])
-        return reply
-
-    def _put_poll_reply(
-        self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
-    ) -> None:
-        client = self._client
-        name = _reply_name(bot_id, request_uuid)
-        entity = dc.make_entity(
-            client,
-            dc.POLL_REPLY,
-            name,
-            {"expires_ts": float(expires_ts)},
-            {"reply": json.dumps(reply, separators=(",", ":"))},
-        )
-        expired = dc.query(
-            client, dc.POLL_REPLY, ("expires_ts", "<", self._clock.now()), keys_only=True
-        )
-        # One commit puts the reply and purges; a commit may not touch a key twice.
-        purged = expired.fetch(limit=rules.POLL_REPLY_PURGE_BATCH)
-        stale = [e.key for e in purged if e.key.name != name]
-
-        def write() -> None:
-            batch = client.batch()
-            batch.begin()
-            batch.put(entity)
-            for stale_key in stale:
-                batch.delete(stale_key)
-            batch.commit()
-
-        dc.retry_write(write)
 
     # Queues.
 
@@ -316,6 +286,34 @@ class DatastoreStore:
         return await self._call(
             datastore_tasks.claim_next, self._client, queue_keys, now, assign, self._claims
         )
+
+    async def dispatch_next(
+        self,
+        queue_keys: Sequence[str],
+        now: float,
+        assign: Callable[[TaskResult], TaskResult | None],
+        record: Callable[[TaskResult, TaskRequest], Dispatch],
+    ) -> tuple[TaskResult, Dispatch] | None:
+        """Claims as claim_next does, with the bot, its event and the reply in the transaction.
+
+        `assign` and `record` run in a worker thread, again when the
+        transaction collides. A batch of expired poll replies is purged
+        after the claim (put_poll_reply purges in its own commit).
+        """
+        if not queue_keys:
+            return None
+        dispatched = await self._call(
+            datastore_tasks.dispatch_next,
+            self._client,
+            queue_keys,
+            now,
+            assign,
+            record,
+            self._claims,
+        )
+        if dispatched is not None and dispatched[1].reply.request_uuid:
+            await self._call(datastore_bots.purge_replies, self._client, self._clock.now())
+        return dispatched
 
     async def queues_with_work(self, queue_keys: Sequence[str], now: float) -> set[str]:
         """Returns the keys of `queue_keys` whose queue holds a candidate of claim_next.
@@ -406,8 +404,3 @@ class DatastoreStore:
     async def revoke_api_token(self, token_id: str, now: float) -> ApiToken | None:
         """Marks the token revoked at `now` unless it is already; None if unknown."""
         return await self._call(datastore_tokens.revoke, self._client, token_id, now)
-
-
-def _reply_name(bot_id: str, request_uuid: str) -> str:
-    # Quoting the bot ID makes the first "/" the separator whatever the IDs hold.
-    return f"{quote(bot_id, safe='')}/{request_uuid}"

@@ -1,6 +1,6 @@
 # mypy: disallow-untyped-calls=False
 # (google-cloud-datastore leaves its functions unannotated; see datastore_client.)
-"""Bots and bot events in the Datastore backend.
+"""Bots, bot events and poll replies in the Datastore backend.
 
 A Bot entity carries, next to the whole record, the properties list_bots
 filters on in Datastore: its dimensions as "[key, value]" tokens, and the
@@ -16,23 +16,27 @@ import json
 import secrets
 import time
 from typing import Any
+from urllib.parse import quote
 
-from server import errors
-from server.model import Bot, BotDimensions, BotEvent, BotQuery, Page
+from server import errors, jsonio
+from server.model import Bot, BotDimensions, BotEvent, BotQuery, Page, evolve
 from server.store import codec
+from server.store.base import PollReply
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
 from server.store.datastore_client import (
     BOT,
     BOT_EVENT,
+    POLL_REPLY,
     key,
     load,
     make_entity,
     query,
     retry_write,
+    run_transaction,
     sortable,
 )
-from server.store.rules import check_limit, page
+from server.store.rules import POLL_REPLY_PURGE_BATCH, check_limit, page
 
 
 def dimension_token(dim_key: str, value: str) -> str:
@@ -40,16 +44,41 @@ def dimension_token(dim_key: str, value: str) -> str:
     return json.dumps([dim_key, value], separators=(",", ":"))
 
 
-def put_bot(client: Any, bot: Bot) -> None:
-    """Creates or replaces the bot record (last writer wins)."""
+def bot_entity(client: Any, bot: Bot) -> Any:
+    """The Bot entity of a record."""
     indexed = {
         "dimensions": sorted(_tokens(bot.dimensions)),
         "quarantined": bool(bot.quarantined or bot.admin_quarantine),
         "busy": bool(bot.task_id),
     }
     unindexed = {"last_seen_ts": float(bot.last_seen_ts), "data": codec.dumps(bot)}
-    entity = make_entity(client, BOT, bot.bot_id, indexed, unindexed)
+    return make_entity(client, BOT, bot.bot_id, indexed, unindexed)
+
+
+def put_bot(client: Any, bot: Bot) -> None:
+    """Creates or replaces the bot record (last writer wins)."""
+    entity = bot_entity(client, bot)
     retry_write(lambda: client.put(entity))
+
+
+def touch_bot(client: Any, bot: Bot) -> None:
+    """Writes the bot's last-seen time and state into its stored record, in a transaction.
+
+    The rest of the stored record stays as it is (another replica may have
+    changed it); a time older than the stored one changes nothing.
+    """
+    bot_key = key(client, BOT, bot.bot_id)
+
+    def work(tx: Any) -> None:
+        entity = client.get(bot_key, transaction=tx)
+        if entity is None:
+            return
+        stored = load(Bot, entity)
+        if stored.last_seen_ts >= bot.last_seen_ts:
+            return
+        tx.put(bot_entity(client, evolve(stored, last_seen_ts=bot.last_seen_ts, state=bot.state)))
+
+    run_transaction(client, work)
 
 
 def get_bot(client: Any, bot_id: str) -> Bot | None:
@@ -105,17 +134,39 @@ def list_bots(client: Any, bot_query: BotQuery) -> Page[Bot]:
     )
 
 
-def add_bot_event(client: Any, event: BotEvent) -> None:
-    """Appends an event to the bot's history.
+def event_entity(client: Any, event: BotEvent) -> Any:
+    """A new BotEvent entity.
 
     The key name sorts a bot's events by time, then by when they were added
     (by this server's clock; replicas' clocks only order events of one time).
     """
     name = f"{event.bot_id}/{sortable(event.ts)}/{time.time_ns():016x}{secrets.token_hex(4)}"
-    entity = make_entity(
+    return make_entity(
         client, BOT_EVENT, name, {"bot_id": event.bot_id}, {"data": codec.dumps(event)}
     )
+
+
+def add_bot_event(client: Any, event: BotEvent) -> None:
+    """Appends an event to the bot's history."""
+    entity = event_entity(client, event)
     retry_write(lambda: client.put(entity))
+
+
+def reply_name(bot_id: str, request_uuid: str) -> str:
+    """The key name of a PollReply."""
+    # Quoting the bot ID makes the first "/" the separator whatever the IDs hold.
+    return f"{quote(bot_id, safe='')}/{request_uuid}"
+
+
+def reply_entity(client: Any, reply: PollReply) -> Any:
+    """The PollReply entity that keeps a poll's answer for replay."""
+    return make_entity(
+        client,
+        POLL_REPLY,
+        reply_name(reply.bot_id, reply.request_uuid),
+        {"expires_ts": float(reply.expires_ts)},
+        {"reply": jsonio.dumps(reply.reply)},
+    )
 
 
 def list_bot_events(client: Any, bot_id: str, limit: int, cursor: str) -> Page[BotEvent]:
@@ -138,3 +189,38 @@ def list_bot_events(client: Any, bot_id: str, limit: int, cursor: str) -> Page[B
 
 def _tokens(dimensions: BotDimensions) -> set[str]:
     return {dimension_token(k, v) for k, values in dimensions.items() for v in values}
+
+
+def get_poll_reply(client: Any, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
+    """The answer stored for a poll: one lookup of its PollReply."""
+    entity = client.get(key(client, POLL_REPLY, reply_name(bot_id, request_uuid)))
+    if entity is None:
+        return None
+    reply: dict[str, Any] = jsonio.loads(entity["reply"])
+    return reply
+
+
+def put_poll_reply(client: Any, reply: PollReply, now: float) -> None:
+    """Puts the PollReply and deletes a batch of expired ones, in one commit."""
+    purge_replies(client, now, reply_entity(client, reply))
+
+
+def purge_replies(client: Any, now: float, entity: Any = None) -> None:
+    """Deletes a batch of replies expired at `now`, in one commit with `entity` if given."""
+    expired = query(client, POLL_REPLY, ("expires_ts", "<", now), keys_only=True)
+    # One commit puts the reply and purges; a commit may not touch a key twice.
+    purged = expired.fetch(limit=POLL_REPLY_PURGE_BATCH)
+    stale = [e.key for e in purged if entity is None or e.key.name != entity.key.name]
+    if entity is None and not stale:
+        return
+
+    def write() -> None:
+        batch = client.batch()
+        batch.begin()
+        if entity is not None:
+            batch.put(entity)
+        for stale_key in stale:
+            batch.delete(stale_key)
+        batch.commit()
+
+    retry_write(write)

@@ -20,7 +20,8 @@ from typing import Any
 
 from server import errors
 from server.model import TaskRequest, TaskResult
-from server.store import codec
+from server.store import codec, datastore_bots
+from server.store.base import Dispatch
 from server.store.datastore_client import (
     TASK_REQUEST,
     TASK_REQUEST_UUID,
@@ -214,6 +215,35 @@ def claim_next(
     runs in the calling worker thread, and again if the transaction
     collides: it must be a pure function of the record it gets.
     """
+    claimed = _claim(client, queue_keys, now, assign, None, in_flight)
+    return None if claimed is None else claimed[0]
+
+
+def dispatch_next(
+    client: Any,
+    queue_keys: Sequence[str],
+    now: float,
+    assign: Callable[[TaskResult], TaskResult | None],
+    record: Callable[[TaskResult, TaskRequest], Dispatch],
+    in_flight: ClaimsInFlight | None = None,
+) -> tuple[TaskResult, Dispatch] | None:
+    """claim_next, with what `record` makes of the claimed task put in the claim's transaction."""
+    claimed = _claim(client, queue_keys, now, assign, record, in_flight)
+    if claimed is None:
+        return None
+    result, dispatch = claimed
+    assert dispatch is not None, "a dispatch is recorded with every claim"
+    return result, dispatch
+
+
+def _claim(
+    client: Any,
+    queue_keys: Sequence[str],
+    now: float,
+    assign: Callable[[TaskResult], TaskResult | None],
+    record: Callable[[TaskResult, TaskRequest], Dispatch] | None,
+    in_flight: ClaimsInFlight | None,
+) -> _Claimed | None:
     keys = frozenset(queue_keys)
     in_flight = in_flight or ClaimsInFlight()
     heads = [queue_heads(client, queue, now) for queue in sorted(keys)]
@@ -222,15 +252,19 @@ def claim_next(
         if not in_flight.take(task_id):
             passed_over.append(task_id)
             continue
-        if claimed := _try_candidate(client, task_id, keys, now, assign, in_flight):
+        if claimed := _try_candidate(client, task_id, keys, now, assign, record, in_flight):
             return claimed
     # The other claim may have been declined by its `assign` (another bot).
     for task_id in passed_over:
         if in_flight.take(task_id) and (
-            claimed := _try_candidate(client, task_id, keys, now, assign, in_flight)
+            claimed := _try_candidate(client, task_id, keys, now, assign, record, in_flight)
         ):
             return claimed
     return None
+
+
+# A claimed task's stored result, and what was recorded with the claim.
+_Claimed = tuple[TaskResult, Dispatch | None]
 
 
 def _try_candidate(
@@ -239,11 +273,12 @@ def _try_candidate(
     queue_keys: Set[str],
     now: float,
     assign: Callable[[TaskResult], TaskResult | None],
+    record: Callable[[TaskResult, TaskRequest], Dispatch] | None,
     in_flight: ClaimsInFlight,
-) -> TaskResult | None:
+) -> _Claimed | None:
     """Claims a candidate taken in `in_flight`, then releases it; None when it cannot."""
     try:
-        return _claim_candidate(client, task_id, queue_keys, now, assign)
+        return _claim_candidate(client, task_id, queue_keys, now, assign, record)
     except Contention:
         # Another replica is taking it, or kept writing it: try the next one.
         return None
@@ -284,23 +319,37 @@ def _claim_candidate(
     queue_keys: Set[str],
     now: float,
     assign: Callable[[TaskResult], TaskResult | None],
-) -> TaskResult | None:
+    record: Callable[[TaskResult, TaskRequest], Dispatch] | None,
+) -> _Claimed | None:
     """Claims one candidate if it is still queued in `queue_keys` and unexpired.
 
-    Returns the stored record, or None when the task is gone or `assign`
+    Returns the stored record (and the dispatch `record` made of it, put in
+    the same transaction), or None when the task is gone or `assign`
     declines it. Raises Contention when it kept colliding.
     """
     result_key = key(client, TASK_RESULT, task_id)
 
-    def work(tx: Any) -> TaskResult | None:
+    def work(tx: Any) -> _Claimed | None:
         entity = client.get(result_key, transaction=tx)
         if entity is None or entity.get("queue") not in queue_keys:
             return None
         if float(entity["expiration_ts"]) <= now:
             return None
         stored = claimed(load(TaskResult, entity), int(entity["version"]), assign)
-        if stored is not None:
-            tx.put(result_entity(client, stored))
-        return stored
+        if stored is None:
+            return None
+        tx.put(result_entity(client, stored))
+        dispatch = None
+        if record is not None:
+            # A request never changes: it is read outside the transaction.
+            request = get_request(client, task_id)
+            if request is None:
+                raise errors.TaskNotFound(task_id)
+            dispatch = record(stored, request)
+            tx.put(datastore_bots.bot_entity(client, dispatch.bot))
+            tx.put(datastore_bots.event_entity(client, dispatch.event))
+            if dispatch.reply.request_uuid:
+                tx.put(datastore_bots.reply_entity(client, dispatch.reply))
+        return stored, dispatch
 
     return run_transaction(client, work, attempts=CLAIM_ATTEMPTS)

@@ -9,12 +9,11 @@ into pages. Pure functions, no I/O.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from server import errors
-from server.model import Page, TaskRequest, TaskResult, TaskState
+from server.model import Page, TaskRequest, TaskResult, TaskState, evolve
 from server.store.base import StaleWrite
 
 # Queue entries read per query in claim_next. Most polls take the first
@@ -73,7 +72,7 @@ def claimed(
         return None
     if new.task_id != stored.task_id:
         raise ValueError(f"assign turned task {stored.task_id} into task {new.task_id}")
-    return dataclasses.replace(new, version=version + 1)
+    return evolve(new, version=version + 1)
 
 
 def due_ts(result: TaskResult) -> float | None:

@@ -2,7 +2,8 @@
 
 Implements server.store.base.Store for a single server process. The schema
 and its migrations live in sqlite_schema; task results and output have
-helpers of their own (sqlite_results, sqlite_output). Records are kept as
+helpers of their own (sqlite_results, sqlite_output), and the operations of
+a bot's poll (bots, poll replies, claims) are in sqlite_polls. Records are kept as
 JSON made by server.store.codec, next to copies of the columns queries use.
 
 Threading: every call runs directly on the event loop thread, on the store's
@@ -10,31 +11,27 @@ one connection. With WAL a call's SQLite work takes tens of microseconds,
 less than handing it to a thread pool would cost, and it keeps transactions
 simple: no call awaits while a transaction is open, so the calls of one
 store never interleave. The consequence is that a slow call stalls the whole
-server: an occasional WAL checkpoint syncs the file inside a write; a write
-waiting for another process's write lock blocks the loop for up to
-BUSY_TIMEOUT_MS (then fails with Unavailable); reading a large output copies
-it on the loop. Other processes may open the same file (an admin command, a
+server: a write waiting for another process's write lock blocks the loop for
+up to BUSY_TIMEOUT_MS (then fails with Unavailable); reading a large output
+copies it on the loop. WAL checkpoints, which sync the file, run in a thread
+of their own (sqlite_checkpoint). Decoded records are cached
+(sqlite_cache), with `PRAGMA data_version` telling when another connection
+changed the file. Other processes may open the same file (an admin command, a
 test) and claims stay exclusive across them, but a fleet that needs several
 server processes should use the Datastore backend."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import heapq
-import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from server import errors
 from server.clock import Clock, SystemClock
 from server.model import (
     ApiToken,
-    Bot,
-    BotEvent,
-    BotQuery,
     Page,
     Queue,
     SigningKey,
@@ -42,6 +39,7 @@ from server.model import (
     TaskReport,
     TaskRequest,
     TaskResult,
+    evolve,
     merge_reports,
 )
 from server.store import (
@@ -55,8 +53,11 @@ from server.store import (
 )
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
+from server.store.sqlite_cache import RecordCache
+from server.store.sqlite_checkpoint import Checkpointer
+from server.store.sqlite_polls import PollRecords
 from server.store.sqlite_results import (
-    claim_candidate,
+    OLD_COLUMNS,
     find_reusable,
     queue_heads,
     queue_position,
@@ -66,13 +67,18 @@ from server.store.sqlite_sql import marks as _marks
 from server.store.sqlite_sql import where as _where
 
 
-class SqliteStore:
+class SqliteStore(PollRecords):
     """A Store in one SQLite file; see the module docstring for its threading."""
 
-    def __init__(self, db: sqlite3.Connection, clock: Clock) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, clock: Clock, checkpointer: Checkpointer | None = None
+    ) -> None:
         """Wraps an open, migrated connection; use `open` instead."""
         self._db = db
         self._clock = clock
+        self._cache = RecordCache(db)
+        self._checkpointer = checkpointer
+        self._seen = sqlite_bots.SeenBots()
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> SqliteStore:
@@ -82,7 +88,8 @@ class SqliteStore:
         the server's clock so they expire on the same timeline they were
         given. Raises SchemaTooNew for a database of a newer server.
         """
-        return cls(sqlite_schema.connect(path), clock or SystemClock())
+        db = sqlite_schema.connect(path)
+        return cls(db, clock or SystemClock(), Checkpointer.start(db, path))
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -91,6 +98,10 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Closes the connection; closing twice is harmless."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        with contextlib.suppress(sqlite3.ProgrammingError):  # closed already
+            self._write_seen()
         self._db.close()
 
     @contextlib.contextmanager
@@ -120,62 +131,6 @@ class SqliteStore:
             yield db
         finally:
             db.execute("COMMIT")
-
-    # Bots.
-
-    async def get_bot(self, bot_id: str) -> Bot | None:
-        """Returns the bot, or None if it was never seen."""
-        row = self._db.execute("SELECT data FROM bots WHERE bot_id = ?", (bot_id,)).fetchone()
-        return None if row is None else codec.loads(Bot, row[0])
-
-    async def put_bot(self, bot: Bot) -> None:
-        """Creates or replaces the bot record (last writer wins)."""
-        with self._write() as db:
-            sqlite_bots.write_bot(db, bot)
-
-    async def list_bots(self, query: BotQuery) -> Page[Bot]:
-        """Lists bots by ID, filtered as `query` says, paged by `query.cursor`."""
-        return sqlite_bots.select_bots(self._db, query)
-
-    async def add_bot_event(self, event: BotEvent) -> None:
-        """Appends an event to the bot's history."""
-        self._db.execute(
-            "INSERT INTO bot_events (bot_id, ts, data) VALUES (?, ?, ?)",
-            (event.bot_id, event.ts, codec.dumps(event)),
-        )
-
-    async def list_bot_events(self, bot_id: str, limit: int, cursor: str = "") -> Page[BotEvent]:
-        """Lists a bot's events, newest first (events of one time in reverse order added)."""
-        return sqlite_bots.select_events(self._db, bot_id, limit, cursor)
-
-    # Poll replay.
-
-    async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """Returns the answer stored for this poll: one primary-key lookup."""
-        row = self._db.execute(
-            "SELECT reply FROM poll_replies WHERE bot_id = ? AND request_uuid = ?",
-            (bot_id, request_uuid),
-        ).fetchone()
-        if row is None:
-            return None
-        reply: dict[str, Any] = json.loads(row[0])
-        return reply
-
-    async def put_poll_reply(
-        self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
-    ) -> None:
-        """Replaces the row of this poll and deletes a batch of expired ones, in one write."""
-        with self._write() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO poll_replies (bot_id, request_uuid, expires_ts, reply)"
-                " VALUES (?, ?, ?, ?)",
-                (bot_id, request_uuid, expires_ts, json.dumps(reply, separators=(",", ":"))),
-            )
-            db.execute(
-                "DELETE FROM poll_replies WHERE rowid IN (SELECT rowid FROM poll_replies"
-                " WHERE expires_ts < ? LIMIT ?)",
-                (self._clock.now(), rules.POLL_REPLY_PURGE_BATCH),
-            )
 
     # Queues.
 
@@ -213,59 +168,57 @@ class SqliteStore:
                     "INSERT INTO task_requests (task_id, request_uuid, data) VALUES (?, ?, ?)",
                     (request.task_id, request.request_uuid, codec.dumps(request)),
                 )
-                store_result(db, result, old_tags=None)
+                store_result(db, result, None, queued=False)
             except sqlite3.IntegrityError as e:
                 raise errors.Conflict(f"task {request.task_id} already exists") from e
+        self._cache.requests.put(request.task_id, request)
+        self._cache.results.put(result.task_id, result)
         return result, True
 
     async def get_request(self, task_id: str) -> TaskRequest | None:
-        """Returns the request of a task by summary ID."""
-        row = self._db.execute(
-            "SELECT data FROM task_requests WHERE task_id = ?", (task_id,)
-        ).fetchone()
-        return None if row is None else codec.loads(TaskRequest, row[0])
+        """Returns the request of a task by summary ID (a request never changes: cached)."""
+        return self._request(self._db, task_id)
+
+    def _request(self, db: sqlite3.Connection, task_id: str) -> TaskRequest | None:
+        request = self._cache.requests.get(task_id)
+        if request is None:
+            row = db.execute("SELECT data FROM task_requests WHERE task_id = ?", (task_id,))
+            found = row.fetchone()
+            if found is None:
+                return None
+            request = codec.loads(TaskRequest, found[0])
+            self._cache.requests.put(task_id, request)
+        return request
 
     async def get_result(self, task_id: str) -> TaskResult | None:
         """Returns the result of a task by summary ID."""
-        row = self._db.execute(
-            "SELECT data FROM task_results WHERE task_id = ?", (task_id,)
-        ).fetchone()
-        return None if row is None else codec.loads(TaskResult, row[0])
+        self._cache.check()
+        result = self._cache.results.get(task_id)
+        if result is None:
+            row = self._db.execute(
+                "SELECT data FROM task_results WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            result = codec.loads(TaskResult, row[0])
+            self._cache.results.put(task_id, result)
+        return result
 
     async def update_result(self, result: TaskResult) -> TaskResult:
         """Compare-and-set on `version` under the write lock, with the derived rows."""
         with self._write() as db:
             row = db.execute(
-                "SELECT version, tags FROM task_results WHERE task_id = ?", (result.task_id,)
+                f"SELECT r.version, p.task_id IS NOT NULL, {OLD_COLUMNS} FROM task_results r"
+                " LEFT JOIN pending p USING (task_id) WHERE r.task_id = ?",
+                (result.task_id,),
             ).fetchone()
             if row is None:
                 raise errors.TaskNotFound(result.task_id)
-            version, tags = row
-            version = rules.next_version(result.task_id, version, result.version)
-            stored = dataclasses.replace(result, version=version)
-            store_result(db, stored, old_tags=tags)
+            version = rules.next_version(result.task_id, row[0], result.version)
+            stored = evolve(result, version=version)
+            store_result(db, stored, row[2:], queued=bool(row[1]))
+        self._cache.results.put(stored.task_id, stored)
         return stored
-
-    async def claim_next(
-        self,
-        queue_keys: Sequence[str],
-        now: float,
-        assign: Callable[[TaskResult], TaskResult | None],
-    ) -> TaskResult | None:
-        """Claims under the write lock, one candidate at a time.
-
-        Reads only the heads of the queues (outside any transaction), merges
-        them best first, then re-reads each candidate under the write lock,
-        since another connection may have claimed it meanwhile.
-        """
-        keys = set(queue_keys)
-        heads = [queue_heads(self._db, key, now) for key in sorted(keys)]
-        for _priority, _created_ts, task_id in heapq.merge(*heads):
-            with self._write() as db:
-                claimed = claim_candidate(db, task_id, keys, now, assign)
-            if claimed is not None:
-                return claimed
-        return None
 
     async def queues_with_work(self, queue_keys: Sequence[str], now: float) -> set[str]:
         """Returns the keys of `queue_keys` whose queue holds a candidate of claim_next."""
@@ -323,6 +276,9 @@ class SqliteStore:
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:
         """Returns tasks whose deadline (rules.due_ts) is at or before `now`, earliest first."""
+        # The sweeper calls this every second: the time to write held last-seen times.
+        if self._seen.is_due():
+            self._write_seen()
         rows = self._db.execute(
             "SELECT data FROM task_results WHERE due_ts <= ? ORDER BY due_ts, task_id LIMIT ?",
             # A negative LIMIT would mean no limit to SQLite.

@@ -1,25 +1,103 @@
-"""Bots and bot events in the SQLite store (see server/store/sqlite.py)."""
+"""Bots, bot events and poll replies in the SQLite store (see server/store/sqlite.py)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
+import time
 from typing import Any
 
-from server.model import Bot, BotEvent, BotQuery, Page
+from server import jsonio
+from server.model import Bot, BotEvent, BotQuery, Page, evolve
 from server.store import codec
+from server.store.base import TOUCH_BATCH_SECS, PollReply
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
-from server.store.rules import check_limit, page
+from server.store.rules import POLL_REPLY_PURGE_BATCH, check_limit, page
 from server.store.sqlite_sql import marks
 from server.store.sqlite_sql import where as where_clause
 
 
-def write_bot(db: sqlite3.Connection, bot: Bot) -> None:
-    """Creates or replaces the bot record, inside the caller's write transaction."""
-    dims = json.dumps(bot.dimensions, sort_keys=True, separators=(",", ":"))
-    old = db.execute("SELECT dimensions FROM bots WHERE bot_id = ?", (bot.bot_id,))
-    row = old.fetchone()
+class SeenBots:
+    """Last-seen times and reported states of idle bots' polls, waiting to be written.
+
+    An idle bot polls about once a long-poll hold (40 s), reporting a state
+    that changes a little each time (its uptime, its sleep streak); a
+    commit per poll was most of what a held poll cost the store. So these
+    are written together, in one transaction, once the oldest has waited
+    TOUCH_BATCH_SECS (Store.touch_bot), and dropped when the bot's whole
+    record is written.
+    """
+
+    def __init__(self) -> None:
+        # bot ID -> (last-seen time, state, the state as JSON text)
+        self._seen: dict[str, tuple[float, dict[str, Any], str]] = {}
+        self._oldest = 0.0
+
+    def add(self, bot: Bot) -> None:
+        """Holds the bot's last-seen time and state (the latest time wins).
+
+        Raises ValueError for a state that is not strict JSON (a NaN in it).
+        """
+        held = self._seen.get(bot.bot_id)
+        if held is not None and held[0] > bot.last_seen_ts:
+            return
+        state = codec.dumps_json_value(bot.state)
+        if not self._seen:
+            self._oldest = time.monotonic()
+        self._seen[bot.bot_id] = (bot.last_seen_ts, bot.state, state)
+
+    def overlay(self, bot: Bot) -> Bot:
+        """`bot` with the time and state held for it, if they are newer."""
+        held = self._seen.get(bot.bot_id)
+        if held is None or held[0] <= bot.last_seen_ts:
+            return bot
+        return evolve(bot, last_seen_ts=held[0], state=held[1])
+
+    def discard(self, bot_id: str) -> None:
+        """Forgets what is held for a bot whose whole record is being written."""
+        self._seen.pop(bot_id, None)
+
+    def is_due(self) -> bool:
+        """True when the oldest held poll has waited TOUCH_BATCH_SECS."""
+        return bool(self._seen) and time.monotonic() - self._oldest >= TOUCH_BATCH_SECS
+
+    def take(self) -> dict[str, tuple[float, dict[str, Any], str]]:
+        """Everything held, which is no longer held."""
+        seen, self._seen = self._seen, {}
+        return seen
+
+
+def write_seen(db: sqlite3.Connection, seen: dict[str, tuple[float, dict[str, Any], str]]) -> None:
+    """Writes last-seen times and states inside the caller's write transaction.
+
+    Only those two fields of each record change (json_set on the stored
+    JSON), so a change of anything else by another connection meanwhile
+    is kept; a time older than the stored one is ignored. A record whose
+    JSON SQLite cannot read (the standard library wrote a NaN in it) gets
+    the new time in its column only.
+    """
+    db.executemany(
+        "UPDATE bots SET last_seen_ts = ?, data = CASE WHEN json_valid(data) THEN json_set(data,"
+        " '$.last_seen_ts', json(?), '$.state', json(?)) ELSE data END"
+        " WHERE bot_id = ? AND last_seen_ts < ?",
+        [
+            (ts, jsonio.dumps(float(ts)), state, bot_id, ts)
+            for bot_id, (ts, _, state) in seen.items()
+        ],
+    )
+
+
+def write_bot(db: sqlite3.Connection, bot: Bot, old: Bot | None = None) -> None:
+    """Creates or replaces the bot record, inside the caller's write transaction.
+
+    `old` is the stored record if the caller has it (it spares a read).
+    """
+    dims = jsonio.dumps_sorted(bot.dimensions)
+    if old is not None:
+        same_dims = old.dimensions == bot.dimensions
+    else:
+        row = db.execute("SELECT dimensions FROM bots WHERE bot_id = ?", (bot.bot_id,)).fetchone()
+        same_dims = row is not None and row[0] == dims
     db.execute(
         "INSERT INTO bots (bot_id, last_seen_ts, quarantined, busy, dimensions, data)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id) DO UPDATE SET"
@@ -35,12 +113,48 @@ def write_bot(db: sqlite3.Connection, bot: Bot) -> None:
         ),
     )
     # Dimensions rarely change, while a bot is written on every poll.
-    if row is None or row[0] != dims:
+    if not same_dims:
         db.execute("DELETE FROM bot_dimensions WHERE bot_id = ?", (bot.bot_id,))
         db.executemany(
             "INSERT OR IGNORE INTO bot_dimensions (bot_id, key, value) VALUES (?, ?, ?)",
             [(bot.bot_id, k, v) for k, vs in bot.dimensions.items() for v in vs],
         )
+
+
+def insert_event(db: sqlite3.Connection, event: BotEvent) -> None:
+    """Appends a bot event."""
+    db.execute(
+        "INSERT INTO bot_events (bot_id, ts, data) VALUES (?, ?, ?)",
+        (event.bot_id, event.ts, codec.dumps(event)),
+    )
+
+
+def read_poll_reply(
+    db: sqlite3.Connection, bot_id: str, request_uuid: str
+) -> dict[str, Any] | None:
+    """The answer stored for a poll: one primary-key lookup."""
+    row = db.execute(
+        "SELECT reply FROM poll_replies WHERE bot_id = ? AND request_uuid = ?",
+        (bot_id, request_uuid),
+    ).fetchone()
+    if row is None:
+        return None
+    reply: dict[str, Any] = jsonio.loads(row[0])
+    return reply
+
+
+def write_poll_reply(db: sqlite3.Connection, reply: PollReply, now: float) -> None:
+    """Replaces the row of this poll and deletes a batch of expired ones, in the caller's write."""
+    db.execute(
+        "INSERT OR REPLACE INTO poll_replies (bot_id, request_uuid, expires_ts, reply)"
+        " VALUES (?, ?, ?, ?)",
+        (reply.bot_id, reply.request_uuid, reply.expires_ts, jsonio.dumps(reply.reply)),
+    )
+    db.execute(
+        "DELETE FROM poll_replies WHERE rowid IN (SELECT rowid FROM poll_replies"
+        " WHERE expires_ts < ? LIMIT ?)",
+        (now, POLL_REPLY_PURGE_BATCH),
+    )
 
 
 def select_bots(db: sqlite3.Connection, query: BotQuery) -> Page[Bot]:

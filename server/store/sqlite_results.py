@@ -10,10 +10,11 @@ transaction.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Callable, Iterator, Set
+from collections.abc import Callable, Iterator, Sequence, Set
+from typing import Any
 
+from server import jsonio
 from server.model import TaskResult
 from server.store import codec
 from server.store.rules import CLAIM_BATCH, claimed, due_ts, reusable_hash
@@ -22,36 +23,56 @@ from server.store.rules import CLAIM_BATCH, claimed, due_ts, reusable_hash
 QueueEntry = tuple[int, float, str]
 
 
-def store_result(db: sqlite3.Connection, result: TaskResult, old_tags: str | None) -> None:
+# The columns of a stored result that store_result compares with the new
+# record, in this order (select them as `{OLD_COLUMNS}` from task_results r).
+OLD_COLUMNS = "r.tags, r.state, r.created_ts, r.bot_id, r.due_ts, r.completed_ts, r.reusable_hash"
+_INDEXED = ("state", "created_ts", "bot_id", "due_ts", "completed_ts", "reusable_hash")
+
+
+def store_result(
+    db: sqlite3.Connection,
+    result: TaskResult,
+    old: Sequence[Any] | None,
+    queued: bool | None = None,
+) -> None:
     """Writes `result` as is (version included) with its derived rows.
 
-    `old_tags` is the stored row's `tags` column, or None to insert a new row.
+    `old` is the stored row's OLD_COLUMNS, or None to insert a new row; only
+    the columns that changed are set, so the indexes of the others are not
+    rewritten. `queued` says whether the task has a `pending` row now
+    (None: unknown).
     """
-    tags = json.dumps(result.tags, separators=(",", ":"))
-    row = (
+    tags = jsonio.dumps(result.tags)
+    indexed = (
         result.state.value,
         result.created_ts,
         result.bot_id,
         due_ts(result),
-        tags,
-        result.version,
         result.completed_ts,
         reusable_hash(result),
-        codec.dumps(result),
-        result.task_id,
     )
-    if old_tags is None:
+    if old is None:
         db.execute(
-            "INSERT INTO task_results (state, created_ts, bot_id, due_ts, tags, version,"
-            " completed_ts, reusable_hash, data, task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            row,
+            "INSERT INTO task_results (state, created_ts, bot_id, due_ts, completed_ts,"
+            " reusable_hash, tags, version, data, task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*indexed, tags, result.version, codec.dumps(result), result.task_id),
         )
+        old_tags = None
     else:
+        old_tags = old[0]
+        changed = [i for i, value in enumerate(indexed) if value != old[i + 1]]
+        sets = "".join(f"{_INDEXED[i]} = ?, " for i in changed)
+        if tags != old_tags:
+            sets += "tags = ?, "
         db.execute(
-            "UPDATE task_results SET state = ?, created_ts = ?, bot_id = ?, due_ts = ?,"
-            " tags = ?, version = ?, completed_ts = ?, reusable_hash = ?, data = ?"
-            " WHERE task_id = ?",
-            row,
+            f"UPDATE task_results SET {sets}version = ?, data = ? WHERE task_id = ?",
+            (
+                *(indexed[i] for i in changed),
+                *((tags,) if tags != old_tags else ()),
+                result.version,
+                codec.dumps(result),
+                result.task_id,
+            ),
         )
     # Tags practically never change after creation: skip the rewrite then.
     if tags != old_tags:
@@ -73,7 +94,7 @@ def store_result(db: sqlite3.Connection, result: TaskResult, old_tags: str | Non
                 result.expiration_ts,
             ),
         )
-    else:
+    elif queued is not False and (queued or old_tags is not None):
         db.execute("DELETE FROM pending WHERE task_id = ?", (result.task_id,))
 
 
@@ -112,24 +133,28 @@ def claim_candidate(
     queue_keys: Set[str],
     now: float,
     assign: Callable[[TaskResult], TaskResult | None],
+    cached: TaskResult | None = None,
 ) -> TaskResult | None:
     """Claims one candidate inside the caller's write transaction, if still claimable.
 
     The candidate was read outside the transaction: it counts only if it is
-    still queued in one of `queue_keys` and unexpired. Returns the stored
-    record, or None when the task is gone or `assign` declines it.
+    still queued in one of `queue_keys` and unexpired. `cached` is a copy of
+    its record the caller may hold, used if it is still the stored version.
+    Returns the stored record, or None when the task is gone or `assign`
+    declines it.
     """
     row = db.execute(
-        "SELECT p.queue_key, r.version, r.tags, r.data FROM pending p"
+        f"SELECT p.queue_key, r.version, r.data, {OLD_COLUMNS} FROM pending p"
         " JOIN task_results r USING (task_id) WHERE p.task_id = ? AND p.expiration_ts > ?",
         (task_id, now),
     ).fetchone()
     if row is None or row[0] not in queue_keys:
         return None
-    _, version, tags, data = row
-    stored = claimed(codec.loads(TaskResult, data), version, assign)
+    version, data = row[1], row[2]
+    current = cached if cached is not None and cached.version == version else None
+    stored = claimed(current or codec.loads(TaskResult, data), version, assign)
     if stored is not None:
-        store_result(db, stored, old_tags=tags)
+        store_result(db, stored, row[3:], queued=True)
     return stored
 
 

@@ -25,8 +25,7 @@ from typing import Any, Protocol, TypeVar
 import pytest
 
 from server.clock import FakeClock
-from server.store import datastore_tasks
-from server.store import sqlite as sqlite_module
+from server.store import datastore_tasks, sqlite_polls
 from server.store.base import Store
 from server.store.sqlite import SqliteStore
 from tests.store.datastore_emulator import Emulator, new_namespace
@@ -78,7 +77,7 @@ BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(
         _open_sqlite,
         lambda tmp_path: str(tmp_path / "drover.sqlite3"),
-        sqlite_module,
+        sqlite_polls,
         sqlite3.ProgrammingError,
     ),
     # `-m "not datastore"` leaves out the backend that needs java.

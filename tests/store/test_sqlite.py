@@ -7,14 +7,17 @@ tested in test_contract*.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pathlib
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from server.clock import FakeClock
 from server.errors import Unavailable
+from server.model import Bot, BotQuery
 from server.store import sqlite_schema
 from server.store.base import OUTPUT_CHUNK_SIZE
 from server.store.sqlite import SqliteStore
@@ -198,3 +201,38 @@ async def test_output_rewrite_writes_nothing(open_store: Opener) -> None:
 
 
 Interference = Callable[[SqliteStore], Awaitable[None]]
+
+
+async def test_cached_records_follow_other_connections(open_store: Opener) -> None:
+    """A result and a bot this store has read, changed through another connection, read anew."""
+    store, other = await open_store(), await open_store()
+    created = await add_task(store, 1)
+    await store.put_bot(Bot(bot_id="b1"))
+    assert await store.get_result(task_id(1)) == created
+    assert await store.get_bot("b1") == Bot(bot_id="b1")
+    changed = await other.update_result(dataclasses.replace(created, priority=7))
+    await other.put_bot(Bot(bot_id="b1", quarantined="disk"))
+    assert await store.get_result(task_id(1)) == changed
+    assert await store.get_bot("b1") == Bot(bot_id="b1", quarantined="disk")
+
+
+async def test_touches_are_written_by_the_next_sweep_or_listing(open_store: Opener) -> None:
+    """Held last-seen times reach the file for other connections once listed or closed."""
+    store, other = await open_store(), await open_store()
+    await store.put_bot(Bot(bot_id="b1", last_seen_ts=1.0))
+    await store.touch_bot(Bot(bot_id="b1", last_seen_ts=2.0, state={"up": 2}))
+    await store.list_bots(BotQuery())
+    assert await other.get_bot("b1") == Bot(bot_id="b1", last_seen_ts=2.0, state={"up": 2})
+
+
+async def test_checkpoints_run_beside_the_store_and_stop_with_it(open_store: Opener) -> None:
+    """The WAL is checkpointed by a thread of the store's own, which close() stops."""
+
+    def checkpointers() -> int:
+        return sum(t.name == "sqlite-checkpoint" for t in threading.enumerate())
+
+    before = checkpointers()
+    store = await open_store()
+    assert checkpointers() == before + 1
+    await store.close()
+    assert checkpointers() == before

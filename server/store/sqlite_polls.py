@@ -1,0 +1,183 @@
+"""Bots, poll replies and claims of the SQLite store: what a bot's poll reads and writes.
+
+A base class of SqliteStore (server/store/sqlite.py), kept apart to keep
+each module to one concern: the bot records (with the last-seen times that
+idle polls hold back, sqlite_bots.SeenBots), the answers kept for replay,
+and the claim of a task with what its poll records (dispatch_next).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from server.clock import Clock
+from server.model import Bot, BotEvent, BotQuery, Page, TaskRequest, TaskResult, evolve
+from server.store import codec, sqlite_bots
+from server.store.base import Dispatch, PollReply
+from server.store.sqlite_cache import RecordCache
+from server.store.sqlite_results import claim_candidate, queue_heads
+
+
+class PollRecords:
+    """The bot and poll operations of SqliteStore; see the module docstring."""
+
+    _db: sqlite3.Connection
+    _clock: Clock
+    _cache: RecordCache
+    _seen: sqlite_bots.SeenBots
+
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A write transaction (SqliteStore._write)."""
+        raise NotImplementedError
+
+    def _request(self, db: sqlite3.Connection, task_id: str) -> TaskRequest | None:
+        """A task's request, cached (SqliteStore._request)."""
+        raise NotImplementedError
+
+    # Bots.
+
+    async def get_bot(self, bot_id: str) -> Bot | None:
+        """Returns the bot, or None if it was never seen."""
+        self._cache.check()
+        bot = self._cache.bots.get(bot_id)
+        if bot is None:
+            row = self._db.execute("SELECT data FROM bots WHERE bot_id = ?", (bot_id,)).fetchone()
+            if row is None:
+                return None
+            bot = codec.loads(Bot, row[0])
+            self._cache.bots.put(bot_id, bot)
+        return self._seen.overlay(bot)
+
+    async def put_bot(self, bot: Bot) -> None:
+        """Creates or replaces the bot record (last writer wins)."""
+        with self._write() as db:
+            self._cache.check()
+            sqlite_bots.write_bot(db, bot, self._cache.bots.get(bot.bot_id))
+        self._seen.discard(bot.bot_id)
+        self._cache.bots.put(bot.bot_id, bot)
+
+    async def touch_bot(self, bot: Bot) -> None:
+        """Holds the last-seen time and state; they are written together (SeenBots)."""
+        try:
+            self._seen.add(bot)
+        except ValueError:
+            # A state that is not strict JSON cannot be patched in: write it all.
+            await self.put_bot(bot)
+            return
+        if self._seen.is_due():
+            self._write_seen()
+
+    def _write_seen(self) -> None:
+        seen = self._seen.take()
+        if not seen:
+            return
+        with self._write() as db:
+            sqlite_bots.write_seen(db, seen)
+        for bot_id, (ts, state, _) in seen.items():
+            cached = self._cache.bots.get(bot_id)
+            if cached is not None and cached.last_seen_ts < ts:
+                self._cache.bots.put(bot_id, evolve(cached, last_seen_ts=ts, state=state))
+
+    async def list_bots(self, query: BotQuery) -> Page[Bot]:
+        """Lists bots by ID, filtered as `query` says, paged by `query.cursor`."""
+        # The held last-seen times decide who is dead: write them first.
+        self._write_seen()
+        return sqlite_bots.select_bots(self._db, query)
+
+    async def add_bot_event(self, event: BotEvent) -> None:
+        """Appends an event to the bot's history."""
+        sqlite_bots.insert_event(self._db, event)
+
+    async def list_bot_events(self, bot_id: str, limit: int, cursor: str = "") -> Page[BotEvent]:
+        """Lists a bot's events, newest first (events of one time in reverse order added)."""
+        return sqlite_bots.select_events(self._db, bot_id, limit, cursor)
+
+    # Poll replay.
+
+    async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
+        """Returns the answer stored for this poll: one primary-key lookup."""
+        return sqlite_bots.read_poll_reply(self._db, bot_id, request_uuid)
+
+    async def put_poll_reply(
+        self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
+    ) -> None:
+        """Replaces the row of this poll and deletes a batch of expired ones, in one write."""
+        with self._write() as db:
+            self._write_reply(db, PollReply(bot_id, request_uuid, reply, expires_ts))
+
+    # Claims that record a poll's dispatch.
+
+    async def claim_next(
+        self,
+        queue_keys: Sequence[str],
+        now: float,
+        assign: Callable[[TaskResult], TaskResult | None],
+    ) -> TaskResult | None:
+        """Claims under the write lock, one candidate at a time (see _claim)."""
+        claimed = await self._claim(queue_keys, now, assign, None)
+        return None if claimed is None else claimed[0]
+
+    async def dispatch_next(
+        self,
+        queue_keys: Sequence[str],
+        now: float,
+        assign: Callable[[TaskResult], TaskResult | None],
+        record: Callable[[TaskResult, TaskRequest], Dispatch],
+    ) -> tuple[TaskResult, Dispatch] | None:
+        """Claims as claim_next does; the dispatch is written in the claim's transaction."""
+        claimed = await self._claim(queue_keys, now, assign, record)
+        if claimed is None:
+            return None
+        result, dispatch = claimed
+        assert dispatch is not None, "a dispatch is recorded with every claim"
+        return result, dispatch
+
+    async def _claim(
+        self,
+        queue_keys: Sequence[str],
+        now: float,
+        assign: Callable[[TaskResult], TaskResult | None],
+        record: Callable[[TaskResult, TaskRequest], Dispatch] | None,
+    ) -> tuple[TaskResult, Dispatch | None] | None:
+        """Claims under the write lock, one candidate at a time.
+
+        Reads only the heads of the queues (outside any transaction), merges
+        them best first, then re-reads each candidate under the write lock,
+        since another connection may have claimed it meanwhile. With
+        `record`, what it returns is written in the same transaction.
+        """
+        keys = set(queue_keys)
+        heads = [queue_heads(self._db, key, now) for key in sorted(keys)]
+        for _priority, _created_ts, task_id in heapq.merge(*heads):
+            dispatch = None
+            with self._write() as db:
+                self._cache.check()
+                cached = self._cache.results.get(task_id)
+                claimed = claim_candidate(db, task_id, keys, now, assign, cached)
+                if claimed is not None and record is not None:
+                    request = self._request(db, task_id)
+                    assert request is not None, "a stored result always has its request"
+                    dispatch = record(claimed, request)
+                    self._write_dispatch(db, dispatch)
+            if claimed is not None:
+                self._cache.results.put(task_id, claimed)
+                if dispatch is not None:
+                    self._seen.discard(dispatch.bot.bot_id)
+                    self._cache.bots.put(dispatch.bot.bot_id, dispatch.bot)
+                return claimed, dispatch
+        return None
+
+    def _write_dispatch(self, db: sqlite3.Connection, dispatch: Dispatch) -> None:
+        """The bot, its event and the poll's answer, inside the claim's transaction."""
+        sqlite_bots.write_bot(db, dispatch.bot, self._cache.bots.get(dispatch.bot.bot_id))
+        sqlite_bots.insert_event(db, dispatch.event)
+        if dispatch.reply.request_uuid:
+            self._write_reply(db, dispatch.reply)
+
+    def _write_reply(self, db: sqlite3.Connection, reply: PollReply) -> None:
+        """Stores a poll's answer and purges a batch of expired ones."""
+        sqlite_bots.write_poll_reply(db, reply, self._clock.now())

@@ -1,0 +1,81 @@
+"""Held polls' wake-ups (server/scheduler/waiters.py): one task wakes one poll."""
+
+from __future__ import annotations
+
+import asyncio
+
+from server.scheduler.waiters import PollWaiters, TaskArrivals
+
+
+async def test_a_task_wakes_one_poll_oldest_first() -> None:
+    """One task in a queue wakes the longest-waiting poll of it, and only that one."""
+    waiters = PollWaiters()
+    with waiters.waiting(["q"]) as first, waiters.waiting(["q"]) as second:
+        TaskArrivals(waiters).notify("q")
+        assert first.is_set()
+        assert not second.is_set()
+        assert first.handed == "q"
+
+
+async def test_each_task_wakes_another_poll() -> None:
+    """Two tasks wake two polls; a third task with every poll woken wakes nobody new."""
+    waiters = PollWaiters()
+    with waiters.waiting(["q"]) as first, waiters.waiting(["q"]) as second:
+        waiters.notify_one("q")
+        waiters.notify_one("q")
+        waiters.notify_one("q")
+        assert first.is_set()
+        assert second.is_set()
+
+
+async def test_a_poll_that_took_another_queue_passes_its_task_on() -> None:
+    """A poll woken for q1 that claimed a task of q2 hands the q1 task to the next poll."""
+    waiters = PollWaiters()
+    with waiters.waiting(["q1", "q2"]) as woken, waiters.waiting(["q1"]) as other:
+        waiters.notify_one("q1")
+        waiters.claimed(woken, "q2")
+        assert other.is_set()
+        assert other.handed == "q1"
+
+
+async def test_a_poll_that_took_its_task_passes_nothing_on() -> None:
+    """A woken poll that claimed from its queue, or found nothing, wakes nobody else."""
+    waiters = PollWaiters()
+    with waiters.waiting(["q"]) as woken, waiters.waiting(["q"]) as other:
+        waiters.notify_one("q")
+        waiters.claimed(woken, "q")
+        assert not other.is_set()
+        waiters.notify_one("q")
+        waiters.claimed(other, None)
+        assert woken.handed is None
+
+
+async def test_a_poll_that_failed_to_claim_passes_its_task_on() -> None:
+    """A woken poll whose claim did not happen (an error) hands its task to the next poll."""
+    waiters = PollWaiters()
+    with waiters.waiting(["q"]) as woken, waiters.waiting(["q"]) as other:
+        waiters.notify_one("q")
+        waiters.pass_on(woken)
+        assert other.is_set()
+
+
+async def test_notify_wakes_every_waiter() -> None:
+    """notify (new queues, output followers, other replicas' tasks) wakes all waiters of a key."""
+    waiters = PollWaiters()
+    with waiters.waiting(["k"]) as first, waiters.waiting(["k"]) as second:
+        waiters.notify("k")
+        assert first.is_set()
+        assert second.is_set()
+        assert first.handed is None
+
+
+async def test_wait_returns_when_woken_or_at_its_timeout() -> None:
+    """A waiter's wait ends as soon as it is woken, and by itself after its time."""
+    waiters = PollWaiters()
+    with waiters.waiting(["k"]) as waiter:
+        asyncio.get_running_loop().call_soon(waiters.notify, "k")
+        await asyncio.wait_for(waiter.wait(60), 5)
+    with waiters.waiting(["k"]) as idle:
+        await asyncio.wait_for(idle.wait(0.01), 5)
+        assert idle.is_set()
+    assert waiters.held == 0

@@ -1,0 +1,131 @@
+"""The Store contract of a poll's writes, run against every backend.
+
+dispatch_next: a claim that records the bot, its event and the poll's
+answer in the claim's transaction. touch_bot: an idle poll's last-seen time
+and state, which a backend may batch but must show through its own reads
+at once, and which never overwrite other fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from server.model import Bot, BotEvent, BotQuery, TaskRequest, TaskResult
+from server.store.base import Dispatch, PollReply, Store
+from tests.store.backends import ReplicaOpener
+from tests.store.records import FAR, NOW, add_task, take, task_id
+
+
+def recorder(
+    uuid: str = "u1", seen: list[str] | None = None
+) -> Callable[[TaskResult, TaskRequest], Dispatch]:
+    """A `record` for dispatch_next: the bot busy with the run, an event, the answer."""
+
+    def record(result: TaskResult, request: TaskRequest) -> Dispatch:
+        if seen is not None:
+            seen.append(request.name)
+        return Dispatch(
+            bot=Bot(bot_id="bot1", task_id=result.run_id, task_name=request.name, last_seen_ts=NOW),
+            event=BotEvent(bot_id="bot1", ts=NOW, event_type="request_task", task_id=result.run_id),
+            reply=PollReply("bot1", uuid, {"cmd": "run", "task_id": result.run_id}, FAR),
+        )
+
+    return record
+
+
+async def test_dispatch_claims_and_records_together(store: Store) -> None:
+    """The claimed task, the busy bot, its event and the answer are all stored."""
+    await add_task(store, 1)
+    names: list[str] = []
+    dispatched = await store.dispatch_next(["q1"], NOW, take("bot1"), recorder(seen=names))
+    assert dispatched is not None
+    result, dispatch = dispatched
+    assert result.task_id == task_id(1)
+    assert names == ["task 1"], "record gets the task's request"
+    stored = await store.get_result(task_id(1))
+    assert stored == result
+    assert stored.bot_id == "bot1"
+    assert await store.get_bot("bot1") == dispatch.bot
+    events = await store.list_bot_events("bot1", 10)
+    assert [e.event_type for e in events.items] == ["request_task"]
+    assert await store.get_poll_reply("bot1", "u1") == {"cmd": "run", "task_id": result.run_id}
+
+
+async def test_dispatch_with_nothing_to_claim_writes_nothing(store: Store) -> None:
+    """No claimable task: None, and no bot, event or answer is stored."""
+    await add_task(store, 1, queue_key="other")
+    assert await store.dispatch_next(["q1"], NOW, take("bot1"), recorder()) is None
+    assert await store.get_bot("bot1") is None
+    assert (await store.list_bot_events("bot1", 10)).items == []
+    assert await store.get_poll_reply("bot1", "u1") is None
+
+
+async def test_dispatch_without_request_uuid_keeps_no_answer(store: Store) -> None:
+    """An answer whose request_uuid is empty is not kept for replay."""
+    await add_task(store, 1)
+    assert await store.dispatch_next(["q1"], NOW, take("bot1"), recorder(uuid="")) is not None
+    assert await store.get_poll_reply("bot1", "") is None
+    assert (await store.get_bot("bot1")) is not None
+
+
+async def test_dispatch_is_exclusive_across_stores(
+    store: Store, open_replica: ReplicaOpener
+) -> None:
+    """A task dispatched through one store cannot be dispatched through another."""
+    other = await open_replica()
+    await add_task(store, 1)
+    assert await other.dispatch_next(["q1"], NOW, take("bot1"), recorder()) is not None
+    assert await store.dispatch_next(["q1"], NOW, take("bot2"), recorder("u2")) is None
+
+
+async def test_touch_is_read_back_at_once(store: Store) -> None:
+    """A touched bot reads with its new last-seen time and state; the rest stays."""
+    bot = Bot(bot_id="b1", quarantined="", state={"uptime": 1}, last_seen_ts=NOW)
+    await store.put_bot(bot)
+    touched = dataclasses.replace(bot, last_seen_ts=NOW + 30, state={"uptime": 31})
+    await store.touch_bot(touched)
+    assert await store.get_bot("b1") == touched
+
+
+async def test_touch_decides_liveness(store: Store) -> None:
+    """list_bots judges a touched bot alive by its new last-seen time."""
+    await store.put_bot(Bot(bot_id="b1", last_seen_ts=NOW - 1000))
+    await store.touch_bot(Bot(bot_id="b1", last_seen_ts=NOW))
+    alive = await store.list_bots(BotQuery(is_dead=False, dead_before=NOW - 600))
+    assert [b.bot_id for b in alive.items] == ["b1"]
+
+
+async def test_touch_keeps_other_fields_written_elsewhere(
+    store: Store, open_replica: ReplicaOpener
+) -> None:
+    """A touch writes only the time and state: a quarantine another store set stays."""
+    other = await open_replica()
+    bot = Bot(bot_id="b1", last_seen_ts=NOW)
+    await store.put_bot(bot)
+    await other.put_bot(dataclasses.replace(bot, admin_quarantine="broken", last_seen_ts=NOW + 1))
+    await store.touch_bot(dataclasses.replace(bot, last_seen_ts=NOW + 30, state={"x": 1}))
+    await store.close()
+    seen = await other.get_bot("b1")
+    assert seen is not None
+    assert seen.admin_quarantine == "broken"
+    assert seen.last_seen_ts == NOW + 30
+    assert seen.state == {"x": 1}
+
+
+async def test_older_touch_changes_nothing(store: Store) -> None:
+    """A touch with an older last-seen time than the stored one is ignored."""
+    bot = Bot(bot_id="b1", last_seen_ts=NOW, state={"a": 1})
+    await store.put_bot(bot)
+    await store.touch_bot(dataclasses.replace(bot, last_seen_ts=NOW - 5, state={"a": 0}))
+    assert await store.get_bot("b1") == bot
+
+
+async def test_put_after_touch_wins(store: Store) -> None:
+    """A whole record written after a touch is what is stored."""
+    bot = Bot(bot_id="b1", last_seen_ts=NOW)
+    await store.put_bot(bot)
+    await store.touch_bot(dataclasses.replace(bot, last_seen_ts=NOW + 1))
+    replaced = dataclasses.replace(bot, quarantined="disk", last_seen_ts=NOW + 2)
+    await store.put_bot(replaced)
+    assert await store.get_bot("b1") == replaced
