@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -51,8 +51,11 @@ from server.botcode import BotCode
 from server.clock import Clock, SystemClock
 from server.config.live import LiveConfig
 from server.config.model import ConfigSnapshot
+from server.metrics import METRICS, Metrics
+from server.metrics import routes as metrics_routes
 from server.middleware import errors
 from server.replicas import DATASTORE_RECHECK_SECS, SQLITE_RECHECK_SECS, ReplicaSync
+from server.scheduler.census import CensusService
 from server.scheduler.fleet import FleetService
 from server.scheduler.pending import PendingService
 from server.scheduler.queues import QueueIndex
@@ -125,8 +128,12 @@ async def create_app(
     store: Store | None = None,
     clock: Clock | None = None,
     config: LiveConfig | None = None,
+    timer: Callable[[], float] | None = None,
 ) -> web.Application:
-    """Builds the server application; resources are released on cleanup."""
+    """Builds the server application; resources are released on cleanup.
+
+    `timer` times the bot calls for /metrics (a monotonic clock by default).
+    """
     clock = clock or SystemClock()
     make_private_dir(options.state_dir)
     config = config or LiveConfig(options.config_dir, clock=clock)
@@ -170,7 +177,6 @@ async def create_app(
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[BOTCODE] = botcode
-    app[BOT_SERVICE] = BotService(ctx, waiters)
     app[RUN_SERVICE] = RunService(ctx)
     app[TASK_SERVICE] = tasks
     app[STORE] = store
@@ -200,6 +206,13 @@ async def create_app(
     ]
     authenticator = Authenticator(verifiers, lambda: config.current.settings.anonymous_role)
     access = Access(authenticator, config, tasks.get_request)
+    # Prometheus metrics (server/metrics.py): the bot service observes its
+    # polls; scrapes count through the census and are read like the API.
+    census = CensusService(store, config, clock)
+    metrics = Metrics(census, config, waiters, access, clock, timer=timer)
+    app[METRICS] = metrics
+    app[BOT_SERVICE] = BotService(ctx, waiters, metrics=metrics.bot_calls)
+    app.add_routes(metrics_routes())
     api = [(service, guard.guarded(service, servicer, access)) for service, servicer in api]
     for service, servicer in api:
         app.add_routes(transcoder.routes(service, servicer))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from server.app import ServerOptions, create_app
+from server.appkeys import BOT_SERVICE
 from server.clock import FakeClock
 from server.config.live import LiveConfig
 
@@ -48,6 +50,16 @@ def app_of(client: TestClient) -> web.Application:  # type: ignore[type-arg]
     app = client.app
     assert isinstance(app, web.Application), "the client runs an application server"
     return app
+
+
+async def until_held(client: TestClient, count: int = 1) -> None:  # type: ignore[type-arg]
+    """Returns once the client's server holds `count` polls; fails after about a second."""
+    waiters = app_of(client)[BOT_SERVICE].waiters
+    for _ in range(100):
+        if waiters.held >= count:
+            break
+        await asyncio.sleep(0.01)
+    assert waiters.held == count
 
 
 @pytest.fixture

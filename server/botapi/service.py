@@ -16,6 +16,8 @@ import logging
 import random
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from protos.internal import session_pb2
 from server.auth import session
 from server.auth.session import BadSessionToken
@@ -37,6 +39,7 @@ from server.botapi.poll_records import (
 )
 from server.config.model import Settings
 from server.errors import Unauthenticated
+from server.metrics import BotCallMetrics, Stopwatch
 from server.model import Bot, BotEvent, TaskResult, evolve
 from server.scheduler import transitions
 from server.scheduler.waiters import NEW_QUEUE, PollWaiters
@@ -62,10 +65,13 @@ class BotService:
         ctx: BotApiContext,
         waiters: PollWaiters | None = None,
         rng: random.Random | None = None,
+        metrics: BotCallMetrics | None = None,
     ) -> None:
         self._ctx = ctx
         self._waiters = waiters or PollWaiters()
         self._rng = rng or random.Random()
+        # Without the app's metrics, observations go to a registry nobody reads.
+        self._metrics = metrics or BotCallMetrics(CollectorRegistry())
 
     @property
     def waiters(self) -> PollWaiters:
@@ -128,7 +134,16 @@ class BotService:
         return reply
 
     async def poll(self, req: PollRequest, creds: BotCredentials) -> dict[str, Any]:
-        """Tells the bot what to do next."""
+        """Tells the bot what to do next; the time it took, less any hold, is observed."""
+        watch = self._metrics.stopwatch()
+        reply = await self._answer(req, creds, watch)
+        self._metrics.observe_poll(reply, watch)
+        return reply
+
+    async def _answer(
+        self, req: PollRequest, creds: BotCredentials, watch: Stopwatch
+    ) -> dict[str, Any]:
+        """The poll's answer, decided in the order the module docstring gives."""
         ctx = self._ctx
         now = ctx.clock.now()
         snapshot, group, identity = ctx.admit(req.bot_id, creds)
@@ -170,7 +185,7 @@ class BotService:
         if reply:
             await self._save(existing, bot)
         else:
-            reply = await self._work_or_sleep(existing, bot, req, settings, now, token)
+            reply = await self._work_or_sleep(existing, bot, req, settings, now, token, watch)
         reply["session"] = token
         return reply
 
@@ -244,6 +259,7 @@ class BotService:
         settings: Settings,
         now: float,
         token: str,
+        watch: Stopwatch,
     ) -> dict[str, Any]:
         """Hands the bot a task it can run, or tells it to sleep.
 
@@ -268,13 +284,13 @@ class BotService:
         if dispatched is None:
             await self._save(existing, bot)
             if settings.long_poll_secs > 0:
-                dispatched = await self._hold(dispatcher, settings)
+                dispatched = await self._hold(dispatcher, settings, watch)
         if dispatched is None:
             return self._sleep(sleep_duration(settings, req.report.state, self._rng))
         return dispatched[1].reply.reply
 
     async def _hold(
-        self, dispatcher: Dispatcher, settings: Settings
+        self, dispatcher: Dispatcher, settings: Settings, watch: Stopwatch
     ) -> tuple[TaskResult, Dispatch] | None:
         """Holds an idle bot's poll until a task for it arrives or the hold ends.
 
@@ -288,7 +304,9 @@ class BotService:
         while (remaining := deadline - loop.time()) > 0:
             keys = self._ctx.queues.queues_for(bot.bot_id, bot.dimensions)
             with self._waiters.waiting([*keys, NEW_QUEUE]) as waiter:
+                watch.hold()
                 await waiter.wait(remaining)
+                watch.resume()
             try:
                 dispatched = await self._reserve(dispatcher, settings, self._ctx.clock.now())
             except BaseException:
@@ -307,7 +325,7 @@ class BotService:
         keys = self._ctx.queues.queues_for(bot.bot_id, bot.dimensions)
         if not keys:
             return None
-        return await self._ctx.store.dispatch_next(
+        dispatched = await self._ctx.store.dispatch_next(
             keys,
             now,
             lambda r: transitions.reserve(
@@ -320,6 +338,10 @@ class BotService:
             ),
             functools.partial(dispatcher.record, now=now),
         )
+        # A termination task waits for its one bot, not for capacity: not a dispatch to time.
+        if dispatched is not None and dispatched[1].reply.reply.get("cmd") == "run":
+            self._metrics.observe_dispatch(dispatched[0])
+        return dispatched
 
     @staticmethod
     def _sleep(duration: float, quarantined: bool = False, message: str = "") -> dict[str, Any]:

@@ -45,6 +45,7 @@ class LiveConfig:
         self._clock = clock or SystemClock()
         self._subscribers: list[Subscriber] = []
         self._error = ""
+        self._reload_errors = 0
         self._archives: tuple[pathlib.Path, ...] = ()
         self._signature: _Signature = ()
         self._current = loader.snapshot_of(self._read(), clock=self._clock)
@@ -58,6 +59,15 @@ class LiveConfig:
     def error(self) -> str:
         """Why the latest files were refused; empty when they are in use."""
         return self._error
+
+    @property
+    def reload_errors(self) -> int:
+        """How many reloads failed since the config was loaded (for /metrics).
+
+        Each refusal of an invalid set counts, and so does a check or a
+        SIGHUP reload that raised (a bug, logged with its traceback).
+        """
+        return self._reload_errors
 
     @property
     def config_dir(self) -> pathlib.Path:
@@ -81,6 +91,7 @@ class LiveConfig:
             snapshot = loader.snapshot_of(read, clock=self._clock)
         except ConfigInvalid as e:
             self._error = str(e)
+            self._reload_errors += 1
             log.error(
                 "config edit in %s refused, still serving revision %s: %s",
                 self._dir,
@@ -113,6 +124,7 @@ class LiveConfig:
                 self.check_once()
             except Exception:
                 # A bug in loading must not stop live reload for good.
+                self._reload_errors += 1
                 log.exception("config check of %s failed", self._dir)
 
     def install_sighup(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -128,6 +140,7 @@ class LiveConfig:
         try:
             self.reload()
         except Exception:
+            self._reload_errors += 1
             log.exception("config reload of %s failed", self._dir)
 
     def _read(self) -> loader.ConfigRead:

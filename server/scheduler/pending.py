@@ -15,13 +15,12 @@ which bots could take them.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Protocol
 
 from server import ids
 from server.clock import Clock
 from server.errors import InvalidRequest, TaskNotFound
-from server.model import Bot, BotQuery, DimensionPairs, Page, TaskRequest, TaskResult, TaskState
+from server.model import Bot, BotQuery, DimensionPairs, Page, TaskRequest, TaskResult
 from server.scheduler.tasks import ConfigSource
 from server.store.base import Store
 
@@ -93,7 +92,8 @@ class QueueReport:
     key: str
     dimensions: DimensionPairs
     created_ts: float
-    # Tasks queued to be handed out; paused tasks are out of the queue.
+    # Tasks a bot could be handed now (Store.count_queued): paused tasks are
+    # out of the queue, and expired ones the sweeper has yet to end do not count.
     pending: int
     bots: BotMatch
 
@@ -175,7 +175,7 @@ class PendingService:
     ) -> Page[QueueReport]:
         """Reports on the known queues, most pending tasks first (then oldest), paged.
 
-        Each queue's pending count is one Store count; bots are looked up only
+        Each queue's pending count is one Store.count_queued; bots are looked up only
         for the queues of the page. Without `include_empty`, queues with no
         task waiting are left out. The cursor is an offset into that order,
         which moves as tasks come and go: a diagnostic view, not a ledger.
@@ -187,10 +187,11 @@ class PendingService:
             raise InvalidRequest(f"cursor {cursor!r} is not a queue page cursor")
         start = int(cursor or 0)
         known = await self._store.list_queues()
-        depths = [(queue, await self._depth(queue.key)) for queue in known]
+        now = self._clock.now()
+        depths = [(queue, await self._store.count_queued(queue.key, now)) for queue in known]
         depths = [(q, n) for q, n in depths if n or include_empty]
         depths.sort(key=lambda qn: (-qn[1], qn[0].created_ts, qn[0].key))
-        dead_before = self._clock.now() - self._config.current.settings.bot_death_timeout_secs
+        dead_before = now - self._config.current.settings.bot_death_timeout_secs
         items = []
         for queue, depth in depths[start : start + limit]:
             match = await self._match(queue.dimensions, dead_before)
@@ -199,23 +200,6 @@ class PendingService:
             )
         more = start + limit < len(depths)
         return Page(items, str(start + limit) if more else "")
-
-    async def _depth(self, queue_key: str) -> int:
-        """How many tasks wait in a queue.
-
-        queue_position counts the queued tasks ahead of a result in claim
-        order; a sentinel behind every real task (priorities stop at 255)
-        has all of them ahead.
-        """
-        sentinel = TaskResult(
-            task_id="",
-            state=TaskState.PENDING,
-            created_ts=math.inf,
-            modified_ts=0.0,
-            priority=256,
-            queue_key=queue_key,
-        )
-        return await self._store.queue_position(sentinel)
 
     async def _match(self, dimensions: DimensionPairs, dead_before: float) -> BotMatch:
         """The bots matching `dimensions`, counted by state, and what no live bot has."""

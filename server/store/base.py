@@ -214,6 +214,19 @@ class Store(Protocol):
         """
         ...
 
+    async def count_queued(self, queue_key: str, now: float) -> int:
+        """Counts the tasks of a queue that claim_next could hand out at `now`.
+
+        These are exactly the candidates of claim_next and queues_with_work:
+        the queued tasks of `queue_key` (`is_dispatchable`, so neither
+        paused, claimed nor ended) whose `expiration_ts` is after `now`.
+        Queued tasks past their expiration that the sweeper has not ended
+        yet do not count (unlike in queue_position); neither does any task
+        of another queue. The cost grows with the answer, not with other
+        queues. An unknown queue counts 0.
+        """
+        ...
+
     async def queue_position(self, result: TaskResult) -> int:
         """Counts the tasks ahead of `result` in its queue; 0 when it is not queued.
 

@@ -326,6 +326,10 @@ class DatastoreStore:
         )
         return {key for key, has_work in zip(keys, found, strict=True) if has_work}
 
+    async def count_queued(self, queue_key: str, now: float) -> int:
+        """Counts the tasks of a queue that claim_next could hand out at `now`."""
+        return await self._call(task_queries.count_queued, self._client, queue_key, now)
+
     async def queue_position(self, result: TaskResult) -> int:
         """Counts the tasks ahead of `result` in its queue; 0 when it is not queued."""
         if not result.is_dispatchable:

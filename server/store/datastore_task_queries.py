@@ -52,6 +52,26 @@ def queue_position(client: Any, result: TaskResult) -> int:
     return _count(ahead.fetch()) + _count(same.fetch())
 
 
+def count_queued(client: Any, queue_key: str, now: float) -> int:
+    """Counts the entries of `queue_key` unexpired at `now`: one keys-only query.
+
+    `expiration_ts` is not indexed, but a queued task's `due_ts` is its
+    expiration (rules.due_ts of a PENDING task), so the query runs on the
+    (queue, due_ts) index and reads no entity. Not a count aggregation:
+    the emulator the tests run against does not implement
+    RunAggregationQuery (501). The cost grows with the answer, never with
+    other queues: about one key read per queued task.
+    """
+    queued = query(
+        client,
+        TASK_RESULT,
+        ("queue", "=", queue_key),
+        ("due_ts", ">", float(now)),
+        keys_only=True,
+    )
+    return _count(queued.fetch())
+
+
 def find_reusable(client: Any, properties_hash: str, completed_after: float) -> TaskResult | None:
     """The newest dedup source with this hash completed at or after `completed_after`.
 

@@ -58,6 +58,7 @@ from server.store.sqlite_checkpoint import Checkpointer
 from server.store.sqlite_polls import PollRecords
 from server.store.sqlite_results import (
     OLD_COLUMNS,
+    count_queued,
     find_reusable,
     queue_heads,
     queue_position,
@@ -223,6 +224,10 @@ class SqliteStore(PollRecords):
     async def queues_with_work(self, queue_keys: Sequence[str], now: float) -> set[str]:
         """Returns the keys of `queue_keys` whose queue holds a candidate of claim_next."""
         return {key for key in set(queue_keys) if next(queue_heads(self._db, key, now), None)}
+
+    async def count_queued(self, queue_key: str, now: float) -> int:
+        """Counts the tasks of a queue that claim_next could hand out at `now`."""
+        return count_queued(self._db, queue_key, now)
 
     async def queue_position(self, result: TaskResult) -> int:
         """Counts the tasks ahead of `result` in its queue; 0 when it is not queued."""

@@ -173,6 +173,20 @@ def queue_position(db: sqlite3.Connection, entry: QueueEntry, queue_key: str) ->
     return count
 
 
+def count_queued(db: sqlite3.Connection, queue_key: str, now: float) -> int:
+    """Counts the unexpired entries of `queue_key`: the candidates queue_heads yields.
+
+    One range count on the pending_by_queue index, which carries
+    expiration_ts: the table is never read, and other queues cost nothing.
+    """
+    row = db.execute(
+        "SELECT count(*) FROM pending WHERE queue_key = ? AND expiration_ts > ?",
+        (queue_key, now),
+    ).fetchone()
+    count: int = row[0]
+    return count
+
+
 def find_reusable(
     db: sqlite3.Connection, properties_hash: str, completed_after: float
 ) -> TaskResult | None:

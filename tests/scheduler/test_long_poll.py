@@ -12,7 +12,7 @@ from server.appkeys import BOT_SERVICE
 from server.botapi.service import sleep_duration
 from server.config.model import Settings
 from tests.botapi.scripted import ScriptedBot, task_body
-from tests.conftest import ServerFactory, app_of
+from tests.conftest import ServerFactory, app_of, until_held
 
 # The clients here call without a token, as the config_dir fixture allows.
 ANONYMOUS = 'anonymous_role: "admin"\n'
@@ -27,17 +27,12 @@ async def test_held_poll_is_answered_run_when_a_task_arrives(
     bot = ScriptedBot(client)
     await bot.handshake()
     held = asyncio.create_task(bot.poll())
-    waiters = app_of(client)[BOT_SERVICE].waiters
-    for _ in range(100):
-        if waiters.held:
-            break
-        await asyncio.sleep(0.01)
-    assert waiters.held == 1
+    await until_held(client)
     assert not held.done()
     await client.post("/api/v1/tasks", json=task_body())
     answer = await asyncio.wait_for(held, 10)
     assert answer["cmd"] == "run"
-    assert waiters.held == 0
+    assert app_of(client)[BOT_SERVICE].waiters.held == 0
 
 
 async def test_held_poll_ignores_tasks_it_cannot_run(

@@ -259,3 +259,13 @@ def test_reasons_name_what_keeps_work_waiting() -> None:
     assert why(0, 0, 0, 2, ["gpu:a100"]) == "no live bot has gpu:a100; 2 matching bots are dead"
     assert why(0, 0, 0, 1, []) == "only dead bots match: 1 matching bot is dead"
     assert why(0, 0, 0, 0, []) == "no bot has all of these dimensions together"
+
+
+async def test_queue_depth_leaves_out_expired_tasks(services: Services) -> None:
+    """A task past its slice's expiration that the sweeper has not ended yet no longer counts."""
+    await services.task(LINUX)
+    services.clock.advance(200)
+    await services.task(LINUX)
+    assert [q.pending for q in (await services.pending.queues(10)).items] == [2]
+    services.clock.advance(150)
+    assert [q.pending for q in (await services.pending.queues(10)).items] == [1]

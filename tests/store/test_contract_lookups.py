@@ -146,3 +146,53 @@ async def test_queue_position_zero_when_not_queued(store: Store) -> None:
         await add_task(store, 13, queue_key=""),
     ]
     assert [await store.queue_position(r) for r in probes] == [0, 0, 0, 0]
+
+
+# count_queued.
+
+
+async def test_count_queued_counts_the_claimable_tasks_of_its_queue(store: Store) -> None:
+    """Only unexpired queued tasks of the queue count: not other queues, paused,
+    claimed, ended or expired ones."""
+    for n in range(1, 4):
+        await add_task(store, n)
+    await add_task(store, 4, queue_key="other")
+    await add_task(store, 5, paused=True)
+    await add_task(store, 6, state=TaskState.COMPLETED, completed_ts=NOW)
+    await add_task(store, 7, expiration_ts=NOW - 1)
+    assert await store.count_queued("q1", NOW) == 3
+    assert await store.count_queued("other", NOW) == 1
+    assert await store.count_queued("nowhere", NOW) == 0
+    assert await claim(store) == task_id(1)
+    assert await store.count_queued("q1", NOW) == 2
+
+
+async def test_count_queued_expiry_is_strict(store: Store) -> None:
+    """A task expiring exactly at `now` no longer counts, as claim_next would not take it."""
+    await add_task(store, 1, expiration_ts=NOW + 10)
+    await add_task(store, 2, expiration_ts=NOW + 20)
+    assert await store.count_queued("q1", NOW + 9.5) == 2
+    assert await store.count_queued("q1", NOW + 10) == 1
+    assert await store.count_queued("q1", NOW + 20) == 0
+
+
+async def test_count_queued_follows_updates(store: Store) -> None:
+    """Pausing takes a task out of the count, resuming puts it back, a new slice
+    in another queue moves it there."""
+    task = await add_task(store, 1)
+    paused = await store.update_result(dataclasses.replace(task, paused=True))
+    assert await store.count_queued("q1", NOW) == 0
+    resumed = await store.update_result(dataclasses.replace(paused, paused=False))
+    assert await store.count_queued("q1", NOW) == 1
+    await store.update_result(dataclasses.replace(resumed, queue_key="q2", current_slice=1))
+    assert (await store.count_queued("q1", NOW), await store.count_queued("q2", NOW)) == (0, 1)
+
+
+async def test_count_queued_agrees_with_claim_next(store: Store) -> None:
+    """Exactly as many claims succeed as count_queued counted."""
+    for n in range(1, 6):
+        await add_task(store, n, priority=n, expiration_ts=NOW + (-1 if n % 2 else 60))
+    counted = await store.count_queued("q1", NOW)
+    claimed = [await claim(store, f"bot{n}") for n in range(6)]
+    assert counted == 2
+    assert sum(1 for got in claimed if got) == counted

@@ -117,3 +117,16 @@ async def test_queue_position_cost_ignores_other_queues(store: SqliteStore) -> N
     position, many = await sqlite_steps(store, lambda: store.queue_position(mine))
     assert position == 1
     assert many <= few * 1.2
+
+
+async def test_count_queued_cost_ignores_other_queues(store: SqliteStore) -> None:
+    """Counting a queue reads only its own queue's index range."""
+    await add_task(store, 1, queue_key="mine")
+    await add_task(store, 2, queue_key="mine")
+    counted, few = await sqlite_steps(store, lambda: store.count_queued("mine", NOW))
+    assert counted == 2
+    for n in range(1000, 2000):
+        await add_task(store, n, queue_key="other")
+    counted, many = await sqlite_steps(store, lambda: store.count_queued("mine", NOW))
+    assert counted == 2
+    assert many <= few * 1.2
