@@ -102,8 +102,13 @@ def authenticate(
     raise BotAuthError(detail)
 
 
+@functools.lru_cache(maxsize=16384)
 def parse_ip(remote_ip: str) -> IPAddress | None:
-    """The caller's address, or None when it is not an IP (e.g. a Unix socket peer)."""
+    """The caller's address, or None when it is not an IP (e.g. a Unix socket peer).
+
+    Remembered for a fleet's worth of addresses: every bot call parses its
+    caller's, and addresses are immutable values.
+    """
     try:
         return ipaddress.ip_address(remote_ip.strip())
     except ValueError:

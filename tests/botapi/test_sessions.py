@@ -86,13 +86,29 @@ async def test_expired_session_answers_bot_restart(
 
 
 async def test_poll_refreshes_the_session(make_server: ServerFactory, clock: FakeClock) -> None:
-    """Each poll answer carries a session with a later expiry, so an active bot never expires."""
+    """A poll past half the session's life gets a later expiry, so an active bot never expires."""
     client = await make_server()
     bot = ScriptedBot(client)
     await bot.handshake()
     for _ in range(3):
         clock.advance(3000)
         assert (await bot.poll())["cmd"] == "sleep"
+
+
+async def test_poll_keeps_a_young_session(make_server: ServerFactory, clock: FakeClock) -> None:
+    """Within the first half of its life the session comes back as sent; then a new one."""
+    client = await make_server()
+    bot = ScriptedBot(client)
+    await bot.handshake()
+    first = bot.session
+    clock.advance(1700)
+    assert (await bot.poll())["cmd"] == "sleep"
+    assert bot.session == first
+    clock.advance(200)
+    assert (await bot.poll())["cmd"] == "sleep"
+    assert bot.session != first
+    clock.advance(3000)
+    assert (await bot.poll())["cmd"] == "sleep", "the new session expires an hour after it was made"
 
 
 async def test_wrong_version_gets_update_even_without_session(make_server: ServerFactory) -> None:
