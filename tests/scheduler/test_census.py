@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import pathlib
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import pytest
 from server.clock import FakeClock
 from server.config.live import LiveConfig
 from server.model import Bot, Queue, TaskState
+from server.scheduler import census as census_module
 from server.scheduler.census import BOT_STATES, CensusService
 from server.store.sqlite import SqliteStore
 from tests.store.records import add_task
@@ -82,3 +84,28 @@ async def test_tasks_are_counted_by_their_queue_pool(fleet: Fleet) -> None:
     census = await fleet.census.take()
     assert census.queued == {"default": 1, "gpu": 0}
     assert census.running == {"default": 1, "gpu": 1}
+
+
+async def test_a_census_lets_the_loop_run_between_pages(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting a fleet of several pages yields to other coroutines after each page, so a
+    big fleet's census does not hold up polls; every bot is still counted once."""
+    monkeypatch.setattr(census_module, "PAGE", 2)
+    for n in range(7):
+        await fleet.bot(f"bot{n}", ["default"])
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    started = turns
+    bots = (await fleet.census.take()).bots
+    ticker.cancel()
+    assert bots["default", "idle"] == 7
+    assert turns - started >= 3, "the loop ran between the census's 4 pages of bots"
