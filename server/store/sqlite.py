@@ -80,6 +80,7 @@ class SqliteStore(PollRecords):
         self._cache = RecordCache(db)
         self._checkpointer = checkpointer
         self._seen = sqlite_bots.SeenBots()
+        self._touch_timer = None
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> SqliteStore:
@@ -101,6 +102,9 @@ class SqliteStore(PollRecords):
         """Closes the connection; closing twice is harmless."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._touch_timer is not None:
+            self._touch_timer.cancel()
+            self._touch_timer = None
         with contextlib.suppress(sqlite3.ProgrammingError):  # closed already
             self._write_seen()
         self._db.close()

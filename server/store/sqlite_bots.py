@@ -57,6 +57,11 @@ class SeenBots:
         """Forgets what is held for a bot whose whole record is being written."""
         self._seen.pop(bot_id, None)
 
+    @staticmethod
+    def wait_secs() -> float:
+        """How long the oldest held touch may wait before it is written."""
+        return TOUCH_BATCH_SECS
+
     def is_due(self) -> bool:
         """True when the oldest held poll has waited TOUCH_BATCH_SECS."""
         return bool(self._seen) and time.monotonic() - self._oldest >= TOUCH_BATCH_SECS

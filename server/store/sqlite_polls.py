@@ -8,18 +8,23 @@ and the claim of a task with what its poll records (dispatch_next).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import heapq
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from server import errors
 from server.clock import Clock
 from server.model import Bot, BotEvent, BotQuery, Page, TaskRequest, TaskResult, evolve
 from server.store import codec, sqlite_bots
 from server.store.base import Dispatch, PollReply
 from server.store.sqlite_cache import RecordCache
 from server.store.sqlite_results import claim_candidate, queue_heads
+
+log = logging.getLogger("drover.store")
 
 
 class PollRecords:
@@ -29,6 +34,8 @@ class PollRecords:
     _clock: Clock
     _cache: RecordCache
     _seen: sqlite_bots.SeenBots
+    # The flush of held touches due once the first of them has waited.
+    _touch_timer: asyncio.TimerHandle | None
 
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A write transaction (SqliteStore._write)."""
@@ -70,6 +77,20 @@ class PollRecords:
             return
         if self._seen.is_due():
             self._write_seen()
+        elif self._touch_timer is None:
+            # Without further polls to carry them, held touches still reach
+            # the file in time, on a timer of the event loop.
+            self._touch_timer = asyncio.get_running_loop().call_later(
+                self._seen.wait_secs(), self._flush_touches
+            )
+
+    def _flush_touches(self) -> None:
+        """Writes the held touches (the timer's callback); a busy file drops this batch."""
+        self._touch_timer = None
+        try:
+            self._write_seen()
+        except (errors.Unavailable, sqlite3.Error) as e:
+            log.warning("last-seen times of idle bots not written: %s", e)
 
     def _write_seen(self) -> None:
         seen = self._seen.take()

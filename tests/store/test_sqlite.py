@@ -18,7 +18,7 @@ import pytest
 from server.clock import FakeClock
 from server.errors import Unavailable
 from server.model import Bot, BotQuery
-from server.store import sqlite_schema
+from server.store import sqlite_bots, sqlite_schema
 from server.store.base import OUTPUT_CHUNK_SIZE
 from server.store.sqlite import SqliteStore
 from tests.store.backends import Closer
@@ -222,6 +222,22 @@ async def test_touches_are_written_by_the_next_sweep_or_listing(open_store: Open
     await store.put_bot(Bot(bot_id="b1", last_seen_ts=1.0))
     await store.touch_bot(Bot(bot_id="b1", last_seen_ts=2.0, state={"up": 2}))
     await store.list_bots(BotQuery())
+    assert await other.get_bot("b1") == Bot(bot_id="b1", last_seen_ts=2.0, state={"up": 2})
+
+
+async def test_touches_reach_the_file_in_time_without_more_polls(
+    open_store: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held touch is written once it has waited TOUCH_BATCH_SECS, with no later call."""
+    monkeypatch.setattr(sqlite_bots, "TOUCH_BATCH_SECS", 0.05)
+    store, other = await open_store(), await open_store()
+    await store.put_bot(Bot(bot_id="b1", last_seen_ts=1.0))
+    await store.touch_bot(Bot(bot_id="b1", last_seen_ts=2.0, state={"up": 2}))
+    assert await other.get_bot("b1") == Bot(bot_id="b1", last_seen_ts=1.0), "held at first"
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if (await other.get_bot("b1")) != Bot(bot_id="b1", last_seen_ts=1.0):
+            break
     assert await other.get_bot("b1") == Bot(bot_id="b1", last_seen_ts=2.0, state={"up": 2})
 
 
