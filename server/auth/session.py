@@ -47,9 +47,13 @@ _MAC_CONTEXT = b"drover.Session"
 # Far above a real token (a few hundred characters); anything longer is
 # refused before it is decoded.
 _MAX_TOKEN_CHARS = 16 * 1024
-# Tokens remembered as verified (see SessionKeys.verified): a bot's calls
-# carry the token its last answer gave it: enough for the bots that are busy.
-VERIFIED_TOKENS = 4096
+# Tokens remembered as verified (see SessionKeys.verified). A bot keeps its
+# token for half the session's life (a poll refreshes it only then), so one
+# entry per bot: a fleet of this size verifies each token once. With fewer
+# entries than bots, an idle fleet's polls (each bot's once per hold) all
+# missed and were verified anew, a tenth of an idle poll's cost at 10,000
+# bots. An entry is the token and its decoded session, about 1 KB.
+VERIFIED_TOKENS = 16384
 
 
 class BadSessionToken(Unauthenticated):

@@ -369,3 +369,15 @@ def test_refresh_with_a_group_takes_its_config() -> None:
     assert fresh.handshake_config_hash != sess.handshake_config_hash
     assert fresh.last_seen_config == "rev2"
     assert sess.last_seen_config == "rev1"
+
+
+def test_a_fleet_of_tokens_is_remembered_once_verified() -> None:
+    """Each of 10,000 bots' tokens, verified once, is then known without verifying again."""
+    keys = fixed_keys("k1")
+    clock = FakeClock(1_800_000_000.0)
+    tokens = []
+    for n in range(10_000):
+        sess = make_session(clock)
+        sess.bot_id = f"bot{n}"
+        tokens.append(session.marshal(sess, keys))
+    assert all(keys.verified(token) is not None for token in tokens)
