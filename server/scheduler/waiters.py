@@ -105,19 +105,29 @@ class PollWaiters:
 
     @contextlib.contextmanager
     def waiting(self, queue_keys: Sequence[str]) -> Iterator[Waiter]:
-        """Registers one waiter under every key for the duration of the block."""
+        """Registers one waiter under every key for the duration of the block.
+
+        A block left by an exception (a poll cancelled while it waited)
+        hands on any task its waiter was woken for.
+        """
         waiter = Waiter()
         for key in queue_keys:
             self._waiting.setdefault(key, {})[waiter] = None
         try:
             yield waiter
-        finally:
-            for key in queue_keys:
-                waiters = self._waiting.get(key)
-                if waiters is not None:
-                    waiters.pop(waiter, None)
-                    if not waiters:
-                        del self._waiting[key]
+        except BaseException:
+            self._unregister(waiter, queue_keys)
+            self.pass_on(waiter)
+            raise
+        self._unregister(waiter, queue_keys)
+
+    def _unregister(self, waiter: Waiter, queue_keys: Sequence[str]) -> None:
+        for key in queue_keys:
+            waiters = self._waiting.get(key)
+            if waiters is not None:
+                waiters.pop(waiter, None)
+                if not waiters:
+                    del self._waiting[key]
 
     def queue_keys(self) -> set[str]:
         """The keys polls wait on now (NEW_QUEUE included when any poll waits)."""

@@ -105,9 +105,11 @@ class SqliteStore(PollRecords):
         if self._touch_timer is not None:
             self._touch_timer.cancel()
             self._touch_timer = None
-        with contextlib.suppress(sqlite3.ProgrammingError):  # closed already
-            self._write_seen()
-        self._db.close()
+        try:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed already
+                self._write_seen()
+        finally:
+            self._db.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

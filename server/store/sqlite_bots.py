@@ -66,6 +66,15 @@ class SeenBots:
         """True when the oldest held poll has waited TOUCH_BATCH_SECS."""
         return bool(self._seen) and time.monotonic() - self._oldest >= TOUCH_BATCH_SECS
 
+    def restore(self, seen: dict[str, tuple[float, dict[str, Any], str]]) -> None:
+        """Holds again what `take` gave and could not be written (newer entries win)."""
+        if seen and not self._seen:
+            self._oldest = time.monotonic()
+        for bot_id, entry in seen.items():
+            held = self._seen.get(bot_id)
+            if held is None or held[0] < entry[0]:
+                self._seen[bot_id] = entry
+
     def take(self) -> dict[str, tuple[float, dict[str, Any], str]]:
         """Everything held, which is no longer held."""
         seen, self._seen = self._seen, {}

@@ -85,7 +85,7 @@ class PollRecords:
             )
 
     def _flush_touches(self) -> None:
-        """Writes the held touches (the timer's callback); a busy file drops this batch."""
+        """Writes the held touches (the timer's callback); a busy file keeps them held."""
         self._touch_timer = None
         try:
             self._write_seen()
@@ -96,8 +96,13 @@ class PollRecords:
         seen = self._seen.take()
         if not seen:
             return
-        with self._write() as db:
-            sqlite_bots.write_seen(db, seen)
+        try:
+            with self._write() as db:
+                sqlite_bots.write_seen(db, seen)
+        except BaseException:
+            # A busy file is not a crash: they are written with the next batch.
+            self._seen.restore(seen)
+            raise
         for bot_id, (ts, state, _) in seen.items():
             cached = self._cache.bots.get(bot_id)
             if cached is not None and cached.last_seen_ts < ts:

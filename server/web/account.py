@@ -16,8 +16,17 @@ from server.web.services import WEB
 
 
 def local_path(target: object) -> str:
-    """`target` if it is a path on this server, else "/" (no open redirect)."""
-    if isinstance(target, str) and target.startswith("/") and not target.startswith(("//", "/\\")):
+    """`target` if it is a path on this server, else "/" (no open redirect).
+
+    Control characters are refused too: a URL parser drops tabs and line
+    breaks, so "/\t/evil.example" would become "//evil.example".
+    """
+    if (
+        isinstance(target, str)
+        and target.isprintable()
+        and target.startswith("/")
+        and not target.startswith(("//", "/\\"))
+    ):
         return target
     return "/"
 

@@ -79,3 +79,18 @@ async def test_wait_returns_when_woken_or_at_its_timeout() -> None:
         await asyncio.wait_for(idle.wait(0.01), 5)
         assert idle.is_set()
     assert waiters.held == 0
+
+
+async def test_a_poll_cancelled_after_its_wake_up_passes_its_task_on() -> None:
+    """A poll woken for a task, then cancelled before it claimed, hands the task on."""
+    waiters = PollWaiters()
+    woken_block = waiters.waiting(["q"])
+    woken = woken_block.__enter__()
+    with waiters.waiting(["q"]) as other:
+        waiters.notify_one("q")
+        assert woken.handed == "q"
+        assert not other.is_set()
+        cancelled = asyncio.CancelledError()
+        assert not woken_block.__exit__(asyncio.CancelledError, cancelled, None)
+        assert other.is_set()
+        assert other.handed == "q"

@@ -181,6 +181,28 @@ async def test_busy_database_is_unavailable(open_store: Opener, db_path: pathlib
     assert await store.read_output("r1") == b"x"
 
 
+async def test_touches_a_busy_file_refused_are_kept(
+    open_store: Opener, db_path: pathlib.Path
+) -> None:
+    """Held touches whose write found the file locked stay held, and are written next time."""
+    store, reader = await open_store(), await open_store()
+    store.connection.execute("PRAGMA busy_timeout = 0")
+    await store.put_bot(Bot(bot_id="b1", last_seen_ts=1.0))
+    await store.touch_bot(Bot(bot_id="b1", last_seen_ts=2.0, state={"up": 2}))
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(Unavailable):
+            await store.list_bots(BotQuery())
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    touched = Bot(bot_id="b1", last_seen_ts=2.0, state={"up": 2})
+    assert await store.get_bot("b1") == touched
+    await store.list_bots(BotQuery())
+    assert await reader.get_bot("b1") == touched
+
+
 async def test_output_holes_take_no_space(open_store: Opener) -> None:
     """Only rows of chunks with written bytes exist, each up to its last written byte."""
     store = await open_store()

@@ -145,7 +145,13 @@ async def test_sign_in_refuses_bad_tokens_and_forged_forms(start_browser: StartB
     assert forged.status == 403
     assert "CSRF token does not match" in await forged.text()
     assert gate.TOKEN_COOKIE not in forged.cookies
-    for target in ["//evil.example/x", "https://evil.example/", "/\\evil.example"]:
+    for target in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+    ]:
         resp = await browser.submit(page, "/ui/signin", token=token, next=target)
         assert resp.status == 303
         assert resp.headers["Location"] == "/"
