@@ -186,10 +186,12 @@ async def create_app(
     app[BOOTSTRAP_SERVICE] = BootstrapService(ctx, minted.bootstrap)
     app[ID_TOKENS] = minted.id_tokens
     app.add_routes(token_handlers.routes())
+    # Why-pending reports, for the client API and the web UI alike.
+    pending = PendingService(store, config, clock)
     api = [
         (
             tasks_pb2.DESCRIPTOR.services_by_name["Tasks"],
-            servicers.TasksServicer(tasks, PendingService(store, config, clock), config, clock),
+            servicers.TasksServicer(tasks, pending, config, clock),
         ),
         (bots_pb2.DESCRIPTOR.services_by_name["Bots"], servicers.BotsServicer(fleet, tasks, clock)),
         (
@@ -225,7 +227,7 @@ async def create_app(
         app,
         task_service=tasks,
         fleet=fleet,
-        pending=PendingService(store, config, clock),
+        pending=pending,
         config=config,
         botcode=botcode,
         access=access,

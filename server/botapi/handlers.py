@@ -24,7 +24,7 @@ BOT_API = "/swarming/api/v1/bot"
 async def read_json(request: web.Request) -> Mapping[str, Any]:
     """Reads a JSON object body; anything else is a 400 that says what was wrong."""
     try:
-        body = await request.json(loads=jsonio.loads)
+        body = jsonio.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidRequest(f"the body is not valid JSON: {e}") from e
     if not isinstance(body, dict):

@@ -65,9 +65,6 @@ class Lru(Generic[K, V]):
         """Drops every entry."""
         self._items.clear()
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 class RecordCache:
     """The store's caches of requests, results and bots (see the module docstring)."""

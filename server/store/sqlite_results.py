@@ -33,14 +33,13 @@ def store_result(
     db: sqlite3.Connection,
     result: TaskResult,
     old: Sequence[Any] | None,
-    queued: bool | None = None,
+    queued: bool,
 ) -> None:
     """Writes `result` as is (version included) with its derived rows.
 
     `old` is the stored row's OLD_COLUMNS, or None to insert a new row; only
     the columns that changed are set, so the indexes of the others are not
-    rewritten. `queued` says whether the task has a `pending` row now
-    (None: unknown).
+    rewritten. `queued` says whether the task has a `pending` row now.
     """
     tags = jsonio.dumps(result.tags)
     indexed = (
@@ -94,7 +93,7 @@ def store_result(
                 result.expiration_ts,
             ),
         )
-    elif queued is not False and (queued or old_tags is not None):
+    elif queued:
         db.execute("DELETE FROM pending WHERE task_id = ?", (result.task_id,))
 
 
