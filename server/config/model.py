@@ -16,6 +16,9 @@ from server.model import BotDimensions
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Bot IDs whose group a snapshot remembers (ConfigSnapshot.group_for).
+GROUP_CACHE_SIZE = 65_536
+
 
 @dataclasses.dataclass(frozen=True)
 class BotAuthRule:
@@ -99,10 +102,27 @@ class ConfigSnapshot:
     groups: tuple[BotGroup, ...]
     # The base hooks script baked into the bot archive (configs/bot_config.py).
     base_hooks_script: str = ""
+    # group_for's answers: every call of a bot asks it, once or twice.
+    _groups_by_bot: dict[str, BotGroup | None] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def group_for(self, bot_id: str) -> BotGroup | None:
         """Finds the bot's group: exact ID (also the host part of a composite
-        `<host>--<suffix>` ID), then longest prefix, then the default group."""
+        `<host>--<suffix>` ID), then longest prefix, then the default group.
+
+        Answers are remembered for the snapshot's life, up to GROUP_CACHE_SIZE
+        bot IDs (then forgotten at once: IDs come from callers, known or not).
+        """
+        if bot_id in self._groups_by_bot:
+            return self._groups_by_bot[bot_id]
+        if len(self._groups_by_bot) >= GROUP_CACHE_SIZE:
+            self._groups_by_bot.clear()
+        group = self._find_group(bot_id)
+        self._groups_by_bot[bot_id] = group
+        return group
+
+    def _find_group(self, bot_id: str) -> BotGroup | None:
         host = bot_id.split("--", 1)[0]
         for group in self.groups:
             if bot_id in group.bot_ids or host in group.bot_ids:

@@ -46,7 +46,7 @@ class StaleWrite(Conflict):
 
 @dataclasses.dataclass(frozen=True)
 class PollReply:
-    """A poll's answer, kept for replay until `expires_ts` (see put_poll_reply)."""
+    """A poll's answer, kept for replay until `expires_ts` (see get_poll_reply)."""
 
     bot_id: str
     request_uuid: str
@@ -62,8 +62,8 @@ class Dispatch:
     bot: Bot
     # Appended to the bot's history (as add_bot_event appends it).
     event: BotEvent
-    # The poll's answer; kept for a retry of the poll as put_poll_reply keeps
-    # it, unless its request_uuid is empty (the bot sent none).
+    # The poll's answer, kept for a retry of the poll (get_poll_reply) unless
+    # its request_uuid is empty (the bot sent none).
     reply: PollReply
 
 
@@ -113,17 +113,11 @@ class Store(Protocol):
     # Poll replay (PROTOCOL.md 0.2.1 T2): a retried poll gets the same answer.
 
     async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """Returns the answer stored for this poll, or None.
+        """Returns the answer dispatch_next kept for this poll, or None once it expired.
 
-        An expired answer may stay readable until a later put purges it: the
-        caller's retries come within seconds, long before that matters.
+        A bot retries only its latest poll, so a backend may keep just the
+        answer of a bot's last dispatch: a newer one may replace it.
         """
-        ...
-
-    async def put_poll_reply(
-        self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
-    ) -> None:
-        """Stores a poll's answer until `expires_ts`; older ones may be dropped any time."""
         ...
 
     # Queues.
@@ -195,8 +189,8 @@ class Store(Protocol):
 
         For the task claimed, `record` gets the stored result and the task's
         request and says what else the poll writes: the bot's record, a bot
-        event and the poll's answer, stored as put_bot, add_bot_event and
-        put_poll_reply store them. The claim and those writes happen
+        event and the poll's answer, stored as put_bot and add_bot_event
+        store them, and the answer for get_poll_reply. The claim and those writes happen
         together or not at all, so a crash never leaves a claimed task with
         no answer to replay, or the bot recorded busy with a task it never
         got. `record` must be a pure function: a backend may call it more

@@ -91,7 +91,7 @@ from server.store import (
 )
 from server.store import datastore_client as dc
 from server.store import datastore_task_queries as task_queries
-from server.store.base import Dispatch, PollReply
+from server.store.base import Dispatch
 
 # Store calls in flight at once per replica. Each holds a thread blocked on
 # one RPC (a few ms to tens of ms); past this, calls queue for a thread and
@@ -197,18 +197,9 @@ class DatastoreStore:
     # Poll replay.
 
     async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """Returns the answer stored for this poll: one lookup of its PollReply."""
-        return await self._call(datastore_bots.get_poll_reply, self._client, bot_id, request_uuid)
-
-    async def put_poll_reply(
-        self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
-    ) -> None:
-        """Puts the PollReply and deletes a batch of expired ones, in one commit."""
-        await self._call(
-            datastore_bots.put_poll_reply,
-            self._client,
-            PollReply(bot_id, request_uuid, reply, expires_ts),
-            self._clock.now(),
+        """Returns the answer stored for this poll, if unexpired: one lookup of its PollReply."""
+        return await self._call(
+            datastore_bots.get_poll_reply, self._client, bot_id, request_uuid, self._clock.now()
         )
 
     # Queues.
@@ -298,7 +289,7 @@ class DatastoreStore:
 
         `assign` and `record` run in a worker thread, again when the
         transaction collides. A batch of expired poll replies is purged
-        after the claim (put_poll_reply purges in its own commit).
+        after the claim, in a commit of its own.
         """
         if not queue_keys:
             return None

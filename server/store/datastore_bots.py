@@ -191,18 +191,15 @@ def _tokens(dimensions: BotDimensions) -> set[str]:
     return {dimension_token(k, v) for k, values in dimensions.items() for v in values}
 
 
-def get_poll_reply(client: Any, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-    """The answer stored for a poll: one lookup of its PollReply."""
+def get_poll_reply(
+    client: Any, bot_id: str, request_uuid: str, now: float
+) -> dict[str, Any] | None:
+    """The answer stored for a poll, unless it expired by `now`: one lookup of its PollReply."""
     entity = client.get(key(client, POLL_REPLY, reply_name(bot_id, request_uuid)))
-    if entity is None:
+    if entity is None or entity["expires_ts"] <= now:
         return None
     reply: dict[str, Any] = jsonio.loads(entity["reply"])
     return reply
-
-
-def put_poll_reply(client: Any, reply: PollReply, now: float) -> None:
-    """Puts the PollReply and deletes a batch of expired ones, in one commit."""
-    purge_replies(client, now, reply_entity(client, reply))
 
 
 def purge_replies(client: Any, now: float, entity: Any = None) -> None:

@@ -21,8 +21,8 @@ from server.store.base import StaleWrite
 # whose `assign` declines many candidates reads further batches.
 CLAIM_BATCH = 8
 
-# Expired poll replies deleted per put_poll_reply: bounds the work a put
-# does while still outpacing the rate replies are added.
+# Expired poll replies the Datastore store deletes after a dispatch: bounds
+# the work while still outpacing the rate replies are added.
 POLL_REPLY_PURGE_BATCH = 100
 
 T = TypeVar("T")

@@ -265,7 +265,8 @@ class SqliteStore(PollRecords):
             where.append("task_id IN (SELECT task_id FROM task_tags WHERE tag = ?)")
             args.append(tag)
         if query.bot_id:
-            where.append("bot_id = ?")
+            # Says what the partial task_results_by_bot index holds, so it is used.
+            where.append("bot_id = ? AND bot_id != ''")
             args.append(query.bot_id)
         if query.created_after is not None:
             where.append("created_ts >= ?")

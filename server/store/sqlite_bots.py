@@ -1,4 +1,10 @@
-"""Bots, bot events and poll replies in the SQLite store (see server/store/sqlite.py)."""
+"""Bots, bot events and poll replies in the SQLite store (see server/store/sqlite.py).
+
+A bot's row keeps the answer of its last dispatching poll (reply_uuid,
+reply_expires_ts, reply) for replay: a bot retries only its latest poll,
+and the dispatch writes the row anyway, so the answer costs no page of
+its own and no purge.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from server.store import codec
 from server.store.base import TOUCH_BATCH_SECS, PollReply
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
-from server.store.rules import POLL_REPLY_PURGE_BATCH, check_limit, page
+from server.store.rules import check_limit, page
 from server.store.sqlite_sql import marks
 from server.store.sqlite_sql import where as where_clause
 
@@ -101,10 +107,14 @@ def write_seen(db: sqlite3.Connection, seen: dict[str, tuple[float, dict[str, An
     )
 
 
-def write_bot(db: sqlite3.Connection, bot: Bot, old: Bot | None = None) -> None:
+def write_bot(
+    db: sqlite3.Connection, bot: Bot, old: Bot | None = None, reply: PollReply | None = None
+) -> None:
     """Creates or replaces the bot record, inside the caller's write transaction.
 
     `old` is the stored record if the caller has it (it spares a read).
+    With `reply`, the row keeps that poll's answer in place of the one it
+    kept (a dispatch's); without, the kept answer stays as it is.
     """
     dims = jsonio.dumps_sorted(bot.dimensions)
     if old is not None:
@@ -112,20 +122,19 @@ def write_bot(db: sqlite3.Connection, bot: Bot, old: Bot | None = None) -> None:
     else:
         row = db.execute("SELECT dimensions FROM bots WHERE bot_id = ?", (bot.bot_id,)).fetchone()
         same_dims = row is not None and row[0] == dims
-    db.execute(
-        "INSERT INTO bots (bot_id, last_seen_ts, quarantined, busy, dimensions, data)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id) DO UPDATE SET"
-        " last_seen_ts = excluded.last_seen_ts, quarantined = excluded.quarantined,"
-        " busy = excluded.busy, dimensions = excluded.dimensions, data = excluded.data",
-        (
-            bot.bot_id,
-            bot.last_seen_ts,
-            bool(bot.quarantined or bot.admin_quarantine),
-            bool(bot.task_id),
-            dims,
-            codec.dumps(bot),
-        ),
+    values = (
+        bot.bot_id,
+        bot.last_seen_ts,
+        bool(bot.quarantined or bot.admin_quarantine),
+        bool(bot.task_id),
+        dims,
+        codec.dumps(bot),
     )
+    if reply is None:
+        db.execute(_UPSERT_BOT, values)
+    else:
+        answer = (reply.request_uuid, reply.expires_ts, jsonio.dumps(reply.reply))
+        db.execute(_UPSERT_BOT_WITH_REPLY, (*values, *answer))
     # Dimensions rarely change, while a bot is written on every poll.
     if not same_dims:
         db.execute("DELETE FROM bot_dimensions WHERE bot_id = ?", (bot.bot_id,))
@@ -133,6 +142,23 @@ def write_bot(db: sqlite3.Connection, bot: Bot, old: Bot | None = None) -> None:
             "INSERT OR IGNORE INTO bot_dimensions (bot_id, key, value) VALUES (?, ?, ?)",
             [(bot.bot_id, k, v) for k, vs in bot.dimensions.items() for v in vs],
         )
+
+
+_BOT_COLUMNS = "bot_id, last_seen_ts, quarantined, busy, dimensions, data"
+_BOT_UPDATES = (
+    "last_seen_ts = excluded.last_seen_ts, quarantined = excluded.quarantined,"
+    " busy = excluded.busy, dimensions = excluded.dimensions, data = excluded.data"
+)
+_UPSERT_BOT = (
+    f"INSERT INTO bots ({_BOT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+    f" ON CONFLICT (bot_id) DO UPDATE SET {_BOT_UPDATES}"
+)
+_UPSERT_BOT_WITH_REPLY = (
+    f"INSERT INTO bots ({_BOT_COLUMNS}, reply_uuid, reply_expires_ts, reply)"
+    f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bot_id) DO UPDATE SET {_BOT_UPDATES},"
+    " reply_uuid = excluded.reply_uuid, reply_expires_ts = excluded.reply_expires_ts,"
+    " reply = excluded.reply"
+)
 
 
 def insert_event(db: sqlite3.Connection, event: BotEvent) -> None:
@@ -143,32 +169,24 @@ def insert_event(db: sqlite3.Connection, event: BotEvent) -> None:
     )
 
 
+def read_reply_uuid(db: sqlite3.Connection, bot_id: str) -> str:
+    """The request_uuid of the poll whose answer the bot's row keeps; "" for none."""
+    row = db.execute("SELECT reply_uuid FROM bots WHERE bot_id = ?", (bot_id,)).fetchone()
+    return "" if row is None else str(row[0])
+
+
 def read_poll_reply(
-    db: sqlite3.Connection, bot_id: str, request_uuid: str
+    db: sqlite3.Connection, bot_id: str, request_uuid: str, now: float
 ) -> dict[str, Any] | None:
-    """The answer stored for a poll: one primary-key lookup."""
+    """The answer the bot's row keeps for this poll, unless it expired by `now`."""
     row = db.execute(
-        "SELECT reply FROM poll_replies WHERE bot_id = ? AND request_uuid = ?",
-        (bot_id, request_uuid),
+        "SELECT reply FROM bots WHERE bot_id = ? AND reply_uuid = ? AND reply_expires_ts > ?",
+        (bot_id, request_uuid, now),
     ).fetchone()
     if row is None:
         return None
     reply: dict[str, Any] = jsonio.loads(row[0])
     return reply
-
-
-def write_poll_reply(db: sqlite3.Connection, reply: PollReply, now: float) -> None:
-    """Replaces the row of this poll and deletes a batch of expired ones, in the caller's write."""
-    db.execute(
-        "INSERT OR REPLACE INTO poll_replies (bot_id, request_uuid, expires_ts, reply)"
-        " VALUES (?, ?, ?, ?)",
-        (reply.bot_id, reply.request_uuid, reply.expires_ts, jsonio.dumps(reply.reply)),
-    )
-    db.execute(
-        "DELETE FROM poll_replies WHERE rowid IN (SELECT rowid FROM poll_replies"
-        " WHERE expires_ts < ? LIMIT ?)",
-        (now, POLL_REPLY_PURGE_BATCH),
-    )
 
 
 def select_bots(db: sqlite3.Connection, query: BotQuery) -> Page[Bot]:

@@ -74,12 +74,15 @@ class RecordCache:
         self.requests: Lru[str, TaskRequest] = Lru(REQUESTS)
         self.results: Lru[str, TaskResult] = Lru(RESULTS)
         self.bots: Lru[str, Bot] = Lru(BOTS)
+        # bot ID -> request_uuid of the answer its row keeps ("" for none):
+        # every poll asks, and only a retry finds its own.
+        self.reply_uuids: Lru[str, str] = Lru(BOTS)
         self._data_version = self._read_version()
 
     def check(self) -> None:
-        """Drops the cached results and bots if another connection changed the file.
+        """Drops the cached results, bots and reply IDs if another connection changed the file.
 
-        Call it before trusting `results` or `bots` (inside a write
+        Call it before trusting `results`, `bots` or `reply_uuids` (inside a write
         transaction, nobody else can commit until it ends).
         """
         version = self._read_version()
@@ -87,6 +90,7 @@ class RecordCache:
             self._data_version = version
             self.results.clear()
             self.bots.clear()
+            self.reply_uuids.clear()
 
     def _read_version(self) -> int:
         version: int = self._db.execute("PRAGMA data_version").fetchone()[0]

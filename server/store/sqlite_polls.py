@@ -20,7 +20,7 @@ from server import errors
 from server.clock import Clock
 from server.model import Bot, BotEvent, BotQuery, Page, TaskRequest, TaskResult, evolve
 from server.store import codec, sqlite_bots
-from server.store.base import Dispatch, PollReply
+from server.store.base import Dispatch
 from server.store.sqlite_cache import RecordCache
 from server.store.sqlite_results import claim_candidate, queue_heads
 
@@ -125,15 +125,18 @@ class PollRecords:
     # Poll replay.
 
     async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """Returns the answer stored for this poll: one primary-key lookup."""
-        return sqlite_bots.read_poll_reply(self._db, bot_id, request_uuid)
+        """Returns the answer the bot's row keeps for this poll, if unexpired.
 
-    async def put_poll_reply(
-        self, bot_id: str, request_uuid: str, reply: dict[str, Any], expires_ts: float
-    ) -> None:
-        """Replaces the row of this poll and deletes a batch of expired ones, in one write."""
-        with self._write() as db:
-            self._write_reply(db, PollReply(bot_id, request_uuid, reply, expires_ts))
+        Which poll that is, is cached: a poll that is not a retry reads nothing.
+        """
+        self._cache.check()
+        kept = self._cache.reply_uuids.get(bot_id)
+        if kept is None:
+            kept = sqlite_bots.read_reply_uuid(self._db, bot_id)
+            self._cache.reply_uuids.put(bot_id, kept)
+        if not request_uuid or kept != request_uuid:
+            return None
+        return sqlite_bots.read_poll_reply(self._db, bot_id, request_uuid, self._clock.now())
 
     # Claims that record a poll's dispatch.
 
@@ -192,18 +195,16 @@ class PollRecords:
             if claimed is not None:
                 self._cache.results.put(task_id, claimed)
                 if dispatch is not None:
-                    self._seen.discard(dispatch.bot.bot_id)
-                    self._cache.bots.put(dispatch.bot.bot_id, dispatch.bot)
+                    bot_id = dispatch.bot.bot_id
+                    self._seen.discard(bot_id)
+                    self._cache.bots.put(bot_id, dispatch.bot)
+                    if dispatch.reply.request_uuid:
+                        self._cache.reply_uuids.put(bot_id, dispatch.reply.request_uuid)
                 return claimed, dispatch
         return None
 
     def _write_dispatch(self, db: sqlite3.Connection, dispatch: Dispatch) -> None:
-        """The bot, its event and the poll's answer, inside the claim's transaction."""
-        sqlite_bots.write_bot(db, dispatch.bot, self._cache.bots.get(dispatch.bot.bot_id))
+        """The bot with the poll's answer, and its event, inside the claim's transaction."""
+        reply = dispatch.reply if dispatch.reply.request_uuid else None
+        sqlite_bots.write_bot(db, dispatch.bot, self._cache.bots.get(dispatch.bot.bot_id), reply)
         sqlite_bots.insert_event(db, dispatch.event)
-        if dispatch.reply.request_uuid:
-            self._write_reply(db, dispatch.reply)
-
-    def _write_reply(self, db: sqlite3.Connection, reply: PollReply) -> None:
-        """Stores a poll's answer and purges a batch of expired ones."""
-        sqlite_bots.write_poll_reply(db, reply, self._clock.now())

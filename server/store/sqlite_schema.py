@@ -150,6 +150,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_ts REAL NOT NULL,
             data TEXT NOT NULL)""",
     ),
+    (
+        # A bot's row keeps the answer of its last dispatching poll, which
+        # the dispatch writes anyway (server/store/sqlite_bots.py): the
+        # poll_replies table, its two indexes and their purge go. The newest
+        # answer of each bot comes along.
+        "ALTER TABLE bots ADD COLUMN reply_uuid TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE bots ADD COLUMN reply_expires_ts REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE bots ADD COLUMN reply TEXT NOT NULL DEFAULT ''",
+        """UPDATE bots SET (reply_uuid, reply_expires_ts, reply) = (
+            SELECT request_uuid, expires_ts, reply FROM poll_replies p
+            WHERE p.bot_id = bots.bot_id ORDER BY expires_ts DESC LIMIT 1)
+            WHERE bot_id IN (SELECT bot_id FROM poll_replies)""",
+        "DROP TABLE poll_replies",
+        # Only tasks a bot took are listed by bot: queued ones, which have
+        # none, stay out of the index, and a dispatch adds an entry instead
+        # of moving one (list_tasks says bot_id != '' to use it).
+        "DROP INDEX task_results_by_bot",
+        """CREATE INDEX task_results_by_bot ON task_results (bot_id, created_ts, task_id)
+            WHERE bot_id != ''""",
+    ),
 )
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from protos.config import bots_pb2
 from server.clock import FakeClock
-from server.config import loader
+from server.config import loader, model
 from server.config.model import ConfigSnapshot, Settings
 from server.config.validation import ConfigInvalid
 from tests.config.conftest import PRODUCTION, QUICKSTART, WriteFile
@@ -235,6 +235,21 @@ def test_group_for_without_default_finds_none(
     snapshot = load(quickstart_dir)
     assert snapshot.group_for("vm3") is None
     assert snapshot.group_for("vm1") is not None
+
+
+def test_group_for_remembers_a_bounded_number_of_bots(
+    write: WriteFile, quickstart_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers are remembered, repeated lookups agree, and a flood of IDs is forgotten."""
+    monkeypatch.setattr(model, "GROUP_CACHE_SIZE", 3)
+    write("bots.cfg", LOOKUP_BOTS_CFG)
+    snapshot = load(quickstart_dir)
+    names = [(g.name if g else None) for g in map(snapshot.group_for, ["vm1", "build-7", "vm3"])]
+    for bot_id in [f"unknown-{n}" for n in range(10)] + ["vm1", "build-7", "vm3"]:
+        snapshot.group_for(bot_id)
+        assert len(snapshot._groups_by_bot) <= 3
+    again = [(g.name if g else None) for g in map(snapshot.group_for, ["vm1", "build-7", "vm3"])]
+    assert names == again == ["exact", "long-prefix", "default"]
 
 
 def test_unnamed_group_is_named_by_position(write: WriteFile, quickstart_dir: pathlib.Path) -> None:

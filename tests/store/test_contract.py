@@ -15,7 +15,7 @@ import pytest
 from server.errors import InvalidRequest, TaskNotFound
 from server.model import Bot, BotEvent, BotQuery, Queue, TaskQuery, TaskResult, TaskState
 from server.store.base import StaleWrite, Store
-from tests.store.records import FAR, NOW, add_task, claim, make_task, take, task_id
+from tests.store.records import NOW, add_task, claim, make_task, take, task_id
 
 # Bots.
 
@@ -164,26 +164,6 @@ async def test_bot_events_bad_cursor(store: Store) -> None:
     bots_cursor = (await store.list_bots(BotQuery(limit=1))).cursor
     with pytest.raises(InvalidRequest):
         await store.list_bot_events("a", 10, bots_cursor)
-
-
-# Poll replay.
-
-
-async def test_poll_reply_round_trip_keyed_by_bot_and_uuid(store: Store) -> None:
-    """A stored reply comes back for its (bot, uuid) only."""
-    reply = {"cmd": "run", "manifest": {"task_id": "x1"}, "session": "s"}
-    await store.put_poll_reply("b1", "u1", reply, FAR)
-    assert await store.get_poll_reply("b1", "u1") == reply
-    assert await store.get_poll_reply("b1", "u2") is None
-    assert await store.get_poll_reply("b2", "u1") is None
-
-
-async def test_poll_reply_kept_until_expiry(store: Store) -> None:
-    """Storing more replies keeps the unexpired ones."""
-    await store.put_poll_reply("b1", "u1", {"cmd": "run", "n": 1}, FAR)
-    await store.put_poll_reply("b1", "u2", {"cmd": "run", "n": 2}, FAR + 1)
-    assert await store.get_poll_reply("b1", "u1") == {"cmd": "run", "n": 1}
-    assert await store.get_poll_reply("b1", "u2") == {"cmd": "run", "n": 2}
 
 
 # Queues.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from server.clock import FakeClock
 from server.model import Bot, BotEvent, BotQuery, TaskRequest, TaskResult
 from server.store.base import Dispatch, PollReply, Store
 from tests.store.backends import ReplicaOpener
@@ -18,17 +19,22 @@ from tests.store.records import FAR, NOW, add_task, take, task_id
 
 
 def recorder(
-    uuid: str = "u1", seen: list[str] | None = None
+    uuid: str = "u1",
+    seen: list[str] | None = None,
+    *,
+    bot_id: str = "bot1",
+    expires_ts: float = FAR,
 ) -> Callable[[TaskResult, TaskRequest], Dispatch]:
     """A `record` for dispatch_next: the bot busy with the run, an event, the answer."""
 
     def record(result: TaskResult, request: TaskRequest) -> Dispatch:
         if seen is not None:
             seen.append(request.name)
+        run_id = result.run_id
         return Dispatch(
-            bot=Bot(bot_id="bot1", task_id=result.run_id, task_name=request.name, last_seen_ts=NOW),
-            event=BotEvent(bot_id="bot1", ts=NOW, event_type="request_task", task_id=result.run_id),
-            reply=PollReply("bot1", uuid, {"cmd": "run", "task_id": result.run_id}, FAR),
+            bot=Bot(bot_id=bot_id, task_id=run_id, task_name=request.name, last_seen_ts=NOW),
+            event=BotEvent(bot_id=bot_id, ts=NOW, event_type="request_task", task_id=run_id),
+            reply=PollReply(bot_id, uuid, {"cmd": "run", "task_id": run_id}, expires_ts),
         )
 
     return record
@@ -129,3 +135,56 @@ async def test_put_after_touch_wins(store: Store) -> None:
     replaced = dataclasses.replace(bot, quarantined="disk", last_seen_ts=NOW + 2)
     await store.put_bot(replaced)
     assert await store.get_bot("b1") == replaced
+
+
+# Poll replay: the answer a dispatch kept.
+
+
+async def test_poll_reply_is_keyed_by_bot_and_uuid(store: Store) -> None:
+    """A kept answer comes back for its (bot, request_uuid) only."""
+    await add_task(store, 1)
+    await store.dispatch_next(["q1"], NOW, take("b1"), recorder("u1", bot_id="b1"))
+    reply = {"cmd": "run", "task_id": f"{task_id(1)[:-1]}1"}
+    assert await store.get_poll_reply("b1", "u1") == reply
+    assert await store.get_poll_reply("b1", "u2") is None
+    assert await store.get_poll_reply("b2", "u1") is None
+    assert await store.get_poll_reply("b1", "") is None
+
+
+async def test_poll_reply_of_the_latest_dispatch(store: Store) -> None:
+    """A bot's next dispatch keeps the next answer; a write of the bot keeps it too."""
+    await add_task(store, 1)
+    await add_task(store, 2)
+    first = await store.dispatch_next(["q1"], NOW, take("b1"), recorder("u1", bot_id="b1"))
+    second = await store.dispatch_next(["q1"], NOW, take("b1"), recorder("u2", bot_id="b1"))
+    assert first is not None
+    assert second is not None
+    reply = second[1].reply.reply
+    assert await store.get_poll_reply("b1", "u2") == reply
+    await store.put_bot(dataclasses.replace(second[1].bot, quarantined="disk"))
+    await store.touch_bot(dataclasses.replace(second[1].bot, last_seen_ts=NOW + 5))
+    assert await store.get_poll_reply("b1", "u2") == reply
+
+
+async def test_poll_reply_expires(store: Store, store_clock: FakeClock) -> None:
+    """An answer is not given once the store's clock passes its expiry; others stay."""
+    await add_task(store, 1)
+    await add_task(store, 2)
+    await store.dispatch_next(
+        ["q1"], NOW, take("b1"), recorder("old", bot_id="b1", expires_ts=NOW + 10)
+    )
+    await store.dispatch_next(
+        ["q1"], NOW, take("b/2"), recorder("new", bot_id="b/2", expires_ts=NOW + 100)
+    )
+    store_clock.set(NOW + 50)
+    assert await store.get_poll_reply("b1", "old") is None
+    assert await store.get_poll_reply("b/2", "new") is not None
+
+
+async def test_poll_reply_kept_by_another_store(store: Store, open_replica: ReplicaOpener) -> None:
+    """A store reads the answer another store's dispatch kept, after it asked before."""
+    other = await open_replica()
+    await add_task(store, 1)
+    assert await store.get_poll_reply("b1", "u1") is None
+    assert await other.dispatch_next(["q1"], NOW, take("b1"), recorder("u1", bot_id="b1"))
+    assert await store.get_poll_reply("b1", "u1") is not None

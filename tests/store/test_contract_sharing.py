@@ -13,7 +13,6 @@ import dataclasses
 
 import pytest
 
-from server.clock import FakeClock
 from server.errors import Conflict
 from server.model import Queue, TaskQuery, TaskReport, UnitResult
 from server.store.base import StaleWrite, Store
@@ -182,17 +181,6 @@ async def test_duplicate_task_id_is_a_conflict(store: Store) -> None:
         await store.create_task(*make_task(1, priority=1, tags=("c:d",)))
     assert await store.get_result(task_id(1)) == first
     assert (await store.list_tasks(TaskQuery(tags=["c:d"]))).items == []
-
-
-async def test_expired_poll_replies_are_purged(store: Store, store_clock: FakeClock) -> None:
-    """Storing a reply drops replies the store's clock says have expired, and keeps the rest."""
-    await store.put_poll_reply("b1", "old", {"cmd": "run"}, NOW + 10)
-    await store.put_poll_reply("b1", "kept", {"cmd": "run"}, NOW + 100)
-    store_clock.set(NOW + 50)
-    await store.put_poll_reply("b/2", "new", {"cmd": "run"}, NOW + 150)
-    assert await store.get_poll_reply("b1", "old") is None
-    assert await store.get_poll_reply("b1", "kept") == {"cmd": "run"}
-    assert await store.get_poll_reply("b/2", "new") == {"cmd": "run"}
 
 
 async def test_close_twice_is_harmless(store: Store, backend: Backend) -> None:

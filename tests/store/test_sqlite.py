@@ -18,7 +18,7 @@ import pytest
 from server.clock import FakeClock
 from server.errors import Unavailable
 from server.model import Bot, BotQuery
-from server.store import sqlite_bots, sqlite_schema
+from server.store import codec, sqlite_bots, sqlite_schema
 from server.store.base import OUTPUT_CHUNK_SIZE
 from server.store.sqlite import SqliteStore
 from tests.store.backends import Closer
@@ -98,6 +98,32 @@ async def test_failed_migration_changes_nothing(db_path: pathlib.Path) -> None:
         assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
     finally:
         db.close()
+
+
+async def test_migration_moves_the_newest_poll_reply_into_the_bot_row(
+    db_path: pathlib.Path, open_store: Opener
+) -> None:
+    """Upgrading past poll_replies keeps each bot's newest answer, readable as before."""
+    db = sqlite3.connect(db_path, isolation_level=None)
+    steps = sqlite_schema.MIGRATIONS
+    kept_in_bots = next(i for i, step in enumerate(steps) if "DROP TABLE poll_replies" in step)
+    sqlite_schema.migrate(db, steps[:kept_in_bots])
+    db.executemany(
+        "INSERT INTO bots (bot_id, last_seen_ts, quarantined, busy, dimensions, data)"
+        " VALUES (?, 0, 0, 0, '{}', ?)",
+        [(bot_id, codec.dumps(Bot(bot_id=bot_id))) for bot_id in ("b1", "b2")],
+    )
+    db.executemany(
+        "INSERT INTO poll_replies (bot_id, request_uuid, expires_ts, reply) VALUES (?, ?, ?, ?)",
+        [("b1", "old", 2e9, '{"n": 1}'), ("b1", "new", 2e9 + 5, '{"n": 2}')],
+    )
+    db.close()
+    store = await open_store(FakeClock(1e9))
+    assert await store.get_poll_reply("b1", "new") == {"n": 2}
+    assert await store.get_poll_reply("b1", "old") is None
+    assert await store.get_poll_reply("b2", "new") is None
+    tables = store.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert "poll_replies" not in {name for (name,) in tables}
 
 
 async def test_newer_database_is_refused(db_path: pathlib.Path, open_store: Opener) -> None:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from server.model import TaskState
+from server.model import TaskQuery, TaskState
 from server.store import codec, sqlite_schema
 from server.store.sqlite import SqliteStore
 from tests.store.records import NOW, add_task, make_task, task_id
@@ -129,4 +129,18 @@ async def test_count_queued_cost_ignores_other_queues(store: SqliteStore) -> Non
         await add_task(store, n, queue_key="other")
     counted, many = await sqlite_steps(store, lambda: store.count_queued("mine", NOW))
     assert counted == 2
+    assert many <= few * 1.2
+
+
+async def test_list_by_bot_cost_ignores_queued_and_other_bots_tasks(store: SqliteStore) -> None:
+    """Listing a bot's tasks reads only that bot's range of the index."""
+    await add_task(store, 1, bot_id="mine", state=TaskState.COMPLETED)
+    query = TaskQuery(bot_id="mine", limit=10)
+    page, few = await sqlite_steps(store, lambda: store.list_tasks(query))
+    assert [r.task_id for r in page.items] == [task_id(1)]
+    for n in range(1000, 1500):
+        await add_task(store, n)
+        await add_task(store, n + 1000, bot_id="other", state=TaskState.COMPLETED)
+    page, many = await sqlite_steps(store, lambda: store.list_tasks(query))
+    assert [r.task_id for r in page.items] == [task_id(1)]
     assert many <= few * 1.2
