@@ -9,7 +9,6 @@ by itself (PROTOCOL.md 0.2.4 S2).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import logging
@@ -42,7 +41,7 @@ from server.errors import Unauthenticated
 from server.metrics import BotCallMetrics, Stopwatch
 from server.model import Bot, BotEvent, TaskResult, evolve
 from server.scheduler import transitions
-from server.scheduler.waiters import NEW_QUEUE, PollWaiters
+from server.scheduler.waiters import NEW_QUEUE, HoldTimers, PollWaiters
 from server.store.base import Dispatch
 
 log = logging.getLogger("drover.botapi")
@@ -69,6 +68,7 @@ class BotService:
     ) -> None:
         self._ctx = ctx
         self._waiters = waiters or PollWaiters()
+        self._holds = HoldTimers()
         self._rng = rng or random.Random()
         # Without the app's metrics, observations go to a registry nobody reads.
         self._metrics = metrics or BotCallMetrics(CollectorRegistry())
@@ -297,16 +297,17 @@ class BotService:
 
         The hold is measured on the event loop's clock, not the injected one:
         it is about the transport (a stock bot drops a request after 60 s).
-        Tasks created by other replicas wake it too (server/replicas.py).
+        It ends on HoldTimers' grid, up to a tick early, with the other holds
+        of that tick. Tasks created by other replicas wake it too
+        (server/replicas.py).
         """
         bot = dispatcher.bot
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.long_poll_secs
-        while (remaining := deadline - loop.time()) > 0:
+        deadline = self._holds.deadline(settings.long_poll_secs)
+        while True:
             keys = self._ctx.queues.queues_for(bot.bot_id, bot.dimensions)
             with self._waiters.waiting([*keys, NEW_QUEUE]) as waiter:
                 watch.hold()
-                await waiter.wait(remaining)
+                ended = await self._holds.wait(waiter, deadline)
                 watch.resume()
             try:
                 dispatched = await self._reserve(dispatcher, settings, self._ctx.clock.now())
@@ -314,9 +315,8 @@ class BotService:
                 self._waiters.pass_on(waiter)
                 raise
             self._waiters.claimed(waiter, dispatched[0].queue_key if dispatched else None)
-            if dispatched is not None:
+            if dispatched is not None or ended:
                 return dispatched
-        return None
 
     async def _reserve(
         self, dispatcher: Dispatcher, settings: Settings, now: float

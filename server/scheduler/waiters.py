@@ -14,17 +14,27 @@ poll may match it), the output followers of a task, and the tasks that
 other server processes queued, which are found by a re-check of the Store
 at a short interval (server/replicas.py, DESIGN.md 6) without knowing how
 many arrived.
+
+A hold ends at a time on a grid of the loop's clock (HoldTimers), so that
+the holds of an idle fleet that end close together end together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 
 # The pseudo queue notified whenever a new queue appears: a held poll cannot
 # be registered under a queue that did not exist when it started waiting.
 NEW_QUEUE = "*new-queue*"
+
+# The grid of hold deadlines, in seconds of the loop's clock (HoldTimers).
+HOLD_TICK_SECS = 0.5
+# Holds shorter than this many ticks end when asked: rounding would cut them
+# by more than a tenth.
+UNROUNDED_TICKS = 10
 
 
 class Waiter:
@@ -58,6 +68,62 @@ class Waiter:
             await self._future
         finally:
             timer.cancel()
+
+    async def woken(self) -> None:
+        """Returns once set."""
+        await self._future
+
+
+class HoldTimers:
+    """Ends held polls at deadlines on a grid of HOLD_TICK_SECS, one loop timer each.
+
+    Each poll of an idle fleet ends at its own moment: a wake-up of the
+    event loop per poll, run cold, and a timer per held poll. With
+    deadlines rounded down to the grid (a hold ends up to a tick early,
+    never late: PROTOCOL.md T1), the holds that end within one tick are
+    answered in one turn of the loop, from one timer, and a held poll
+    allocates none.
+    """
+
+    def __init__(self, tick_secs: float = HOLD_TICK_SECS) -> None:
+        self._tick = tick_secs
+        # Deadline -> the waiters it ends; the float is the same for every
+        # deadline() rounded to one grid time.
+        self._due: dict[float, set[Waiter]] = {}
+
+    def deadline(self, secs: float) -> float:
+        """The loop time `secs` from now, rounded down to the grid when `secs` is long."""
+        end = asyncio.get_running_loop().time() + secs
+        if secs < UNROUNDED_TICKS * self._tick:
+            return end
+        return math.floor(end / self._tick) * self._tick
+
+    async def wait(self, waiter: Waiter, deadline: float) -> bool:
+        """Returns once `waiter` is woken, or at `deadline` (a time deadline() gave).
+
+        True when the deadline has come, also if the waiter was woken too.
+        """
+        if waiter.is_set():
+            return asyncio.get_running_loop().time() >= deadline
+        due = self._due.get(deadline)
+        if due is None:
+            due = self._due[deadline] = set()
+            asyncio.get_running_loop().call_at(deadline, self._end, deadline)
+        due.add(waiter)
+        try:
+            await waiter.woken()
+        finally:
+            due.discard(waiter)
+        return self._due.get(deadline) is not due
+
+    def _end(self, deadline: float) -> None:
+        for waiter in self._due.pop(deadline, ()):
+            waiter.set()
+
+    @property
+    def pending(self) -> int:
+        """How many deadlines have a timer running (for tests)."""
+        return len(self._due)
 
 
 class PollWaiters:

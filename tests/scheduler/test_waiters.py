@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.scheduler.waiters import PollWaiters, TaskArrivals
+from server.scheduler.waiters import UNROUNDED_TICKS, HoldTimers, PollWaiters, TaskArrivals
 
 
 async def test_a_task_wakes_one_poll_oldest_first() -> None:
@@ -94,3 +94,64 @@ async def test_a_poll_cancelled_after_its_wake_up_passes_its_task_on() -> None:
         assert not woken_block.__exit__(asyncio.CancelledError, cancelled, None)
         assert other.is_set()
         assert other.handed == "q"
+
+
+# Hold deadlines on a grid (HoldTimers).
+
+
+async def test_long_holds_end_on_the_grid_never_late() -> None:
+    """A long hold's deadline is a grid time within one tick before the exact end."""
+    timers = HoldTimers(tick_secs=0.5)
+    now = asyncio.get_running_loop().time()
+    deadline = timers.deadline(40)
+    assert now + 40 - 0.5 <= deadline <= now + 40
+    assert deadline / 0.5 == int(deadline / 0.5)
+
+
+async def test_short_holds_are_not_rounded() -> None:
+    """A hold of fewer than UNROUNDED_TICKS ticks ends when asked."""
+    timers = HoldTimers(tick_secs=0.5)
+    before = asyncio.get_running_loop().time()
+    deadline = timers.deadline(UNROUNDED_TICKS * 0.5 - 0.1)
+    after = asyncio.get_running_loop().time()
+    assert before + 4.9 <= deadline <= after + 4.9
+
+
+async def test_holds_of_one_tick_share_a_timer_and_end_together() -> None:
+    """Waiters of one deadline end in one turn from one timer; each sees its end."""
+    timers = HoldTimers(tick_secs=0.05)
+    deadline = timers.deadline(1.0)
+    waiters = PollWaiters()
+    with waiters.waiting(["a"]) as first, waiters.waiting(["b"]) as second:
+        ends = [
+            asyncio.ensure_future(timers.wait(first, deadline)),
+            asyncio.ensure_future(timers.wait(second, deadline)),
+        ]
+        await asyncio.sleep(0)
+        assert timers.pending == 1
+        assert await asyncio.wait_for(asyncio.gather(*ends), 5) == [True, True]
+    assert asyncio.get_running_loop().time() >= deadline
+    assert timers.pending == 0
+
+
+async def test_a_woken_hold_has_not_ended_and_leaves_its_deadline() -> None:
+    """A waiter woken before its deadline returns False at once; the deadline stays for others."""
+    timers = HoldTimers()
+    deadline = timers.deadline(60)
+    waiters = PollWaiters()
+    with waiters.waiting(["q"]) as woken, waiters.waiting(["r"]) as other:
+        held = asyncio.ensure_future(timers.wait(other, deadline))
+        asyncio.get_running_loop().call_soon(waiters.notify, "q")
+        assert await asyncio.wait_for(timers.wait(woken, deadline), 5) is False
+        assert not held.done()
+        assert timers.pending == 1
+        held.cancel()
+    assert await asyncio.wait_for(timers.wait(woken, deadline), 5) is False
+
+
+async def test_a_hold_past_its_deadline_ends_at_once() -> None:
+    """Waiting again on a deadline that has passed ends in the next turns."""
+    timers = HoldTimers()
+    deadline = asyncio.get_running_loop().time() - 1
+    with PollWaiters().waiting(["q"]) as waiter:
+        assert await asyncio.wait_for(timers.wait(waiter, deadline), 5) is True
