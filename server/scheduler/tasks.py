@@ -8,6 +8,7 @@ other's changes. Parents and children are server/scheduler/children.py.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -153,6 +154,9 @@ class TaskService:
                 )
         if stored.is_dispatchable:
             self._notifier.notify(stored.queue_key)
+            # The poll just woken claims and answers its bot before this
+            # call's own answer is built: submit-to-start is the figure.
+            await asyncio.sleep(0)
         return request, stored
 
     async def _store_new(

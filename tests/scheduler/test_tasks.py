@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import unittest.mock
 
 import pytest
@@ -47,3 +48,19 @@ async def test_restart_is_refused_once_the_last_try_runs(fleet: Fleet) -> None:
     with pytest.raises(Conflict, match="last try"):
         await fleet.tasks.restart(created.task_id)
     assert await fleet.store.get_result(created.task_id) == before
+
+
+async def test_a_woken_poll_runs_before_create_returns(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a queued task lets the poll it woke go first: its bot gets the task
+    before the creator gets its answer (submit-to-start is the figure that counts)."""
+    ran: list[str] = []
+
+    class Waking:
+        def notify(self, queue_key: str) -> None:
+            asyncio.get_running_loop().call_soon(ran.append, queue_key)
+
+    monkeypatch.setattr(fleet.tasks, "_notifier", Waking())
+    _, created = await fleet.tasks.create(ANY_BOT.draft())
+    assert ran == [created.queue_key]
