@@ -19,12 +19,13 @@ from server.api import convert
 from server.api.transcoder import CallContext
 from server.botcode import BotCode
 from server.clock import Clock
+from server.config.model import ConfigSource
 from server.errors import InvalidRequest
 from server.model import BotQuery, TaskQuery, TaskRequest, TaskResult, TaskState
 from server.scheduler.batch import MAX_BATCH, BatchService, Operation
 from server.scheduler.fleet import FleetService
 from server.scheduler.pending import PendingService
-from server.scheduler.tasks import ConfigSource, TaskService
+from server.scheduler.tasks import TaskService
 
 DEFAULT_PAGE = 100
 # The requests of batch RPCs: each has tags, dry_run and limit.

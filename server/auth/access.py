@@ -30,9 +30,9 @@ from server.auth.principal import (
     Principal,
     matches,
 )
+from server.config.model import ConfigSource
 from server.errors import PermissionDenied, Unauthenticated
 from server.model import TaskRequest
-from server.scheduler.tasks import ConfigSource
 
 
 class Scope(enum.Enum):

@@ -29,9 +29,9 @@ from __future__ import annotations
 from server.auth import service_accounts
 from server.auth.access_tokens import SYSTEM_ACCOUNT, AccessClaims, AccessTokens, BadAccessToken
 from server.auth.principal import SERVICE_ACCOUNT_PREFIX, VIEWER, Principal, implied
+from server.config.model import ConfigSource
 from server.errors import PermissionDenied
 from server.model import TaskState
-from server.scheduler.tasks import ConfigSource
 from server.store.base import Store
 
 # Reads only: scheduling rights come from pools.cfg ACLs naming the account.

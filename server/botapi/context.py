@@ -15,11 +15,10 @@ from server.auth.session import BadSessionToken, SessionKeys
 from server.botapi.messages import BotCredentials
 from server.botcode import BotCode
 from server.clock import Clock
-from server.config.model import BotGroup, ConfigSnapshot
+from server.config.model import BotGroup, ConfigSnapshot, ConfigSource
 from server.errors import PermissionDenied
 from server.scheduler.queues import QueueIndex
-from server.scheduler.tasks import ConfigSource, Notifier
-from server.scheduler.waiters import PollWaiters
+from server.scheduler.waiters import Notifier, PollWaiters
 from server.store.base import Store
 
 log = logging.getLogger("drover.botapi")

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import ipaddress
+from typing import Protocol
 
 from protos.config import bots_pb2, pools_pb2, settings_pb2
 from server.model import BotDimensions
@@ -139,3 +140,10 @@ class ConfigSnapshot:
     def pool(self, name: str) -> pools_pb2.Pool | None:
         """Returns the pools.cfg entry naming `name`, if any."""
         return next((p for p in self.pools.pool if name in p.name), None)
+
+
+class ConfigSource(Protocol):
+    """Anything holding the current config snapshot (LiveConfig in production)."""
+
+    @property
+    def current(self) -> ConfigSnapshot: ...

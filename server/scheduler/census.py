@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from server.clock import Clock
+from server.config.model import ConfigSource
 from server.model import Bot, BotQuery, DimensionPairs, Page, TaskQuery, TaskResult, TaskState
 from server.scheduler.pending import bot_state
-from server.scheduler.tasks import ConfigSource
 from server.store.base import Store
 
 # Records read per Store call while counting. The SQLite store reads on the

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from server.clock import Clock
+from server.config.model import ConfigSource
 from server.errors import BotNotFound, InvalidRequest
 from server.model import Bot, BotEvent, BotQuery, Page
 from server.scheduler.pending import bot_state
-from server.scheduler.tasks import ConfigSource
 from server.store.base import Store
 
 MAX_PAGE = 1000

@@ -19,9 +19,9 @@ from typing import Protocol
 
 from server import ids
 from server.clock import Clock
+from server.config.model import ConfigSource
 from server.errors import InvalidRequest, TaskNotFound
 from server.model import Bot, BotQuery, DimensionPairs, Page, TaskRequest, TaskResult
-from server.scheduler.tasks import ConfigSource
 from server.store.base import Store
 
 # Bots read per Store call while counting a slice's matching bots.

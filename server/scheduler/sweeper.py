@@ -19,7 +19,8 @@ from server.clock import Clock
 from server.model import TaskRequest, TaskResult, TaskState
 from server.scheduler import children, transitions
 from server.scheduler.mutation import mutate_with
-from server.scheduler.tasks import Notifier, TaskService
+from server.scheduler.tasks import TaskService
+from server.scheduler.waiters import Notifier
 from server.store.base import Store
 
 log = logging.getLogger("drover.sweeper")

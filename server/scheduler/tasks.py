@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Protocol
 
 from server import ids
 from server.auth import service_accounts
 from server.clock import Clock
-from server.config.model import ConfigSnapshot
+from server.config.model import ConfigSource
 from server.errors import Conflict, InvalidRequest, TaskNotFound
 from server.model import (
     Bot,
@@ -36,7 +35,7 @@ from server.scheduler import children, dedup, reports, requests, transitions
 from server.scheduler.children import PARENT_TAG
 from server.scheduler.mutation import mutate
 from server.scheduler.queues import QueueIndex
-from server.scheduler.waiters import PollWaiters
+from server.scheduler.waiters import Notifier, NullNotifier, PollWaiters
 from server.store.base import Store
 
 # New IDs tried when one is taken: 16 random bits per millisecond make a
@@ -51,26 +50,6 @@ MAX_SELECTION = 100_000
 FOLLOW_RECHECK_SECS = 1.0
 # A single stdout read returns at most this much.
 MAX_STDOUT_READ = 16 * 1024 * 1024
-
-
-class ConfigSource(Protocol):
-    """Anything holding the current config snapshot (LiveConfig in production)."""
-
-    @property
-    def current(self) -> ConfigSnapshot: ...
-
-
-class Notifier(Protocol):
-    """Told when a queue gets work, so held polls can wake up."""
-
-    def notify(self, queue_key: str) -> None: ...
-
-
-class NullNotifier:
-    """A notifier that tells no one."""
-
-    def notify(self, queue_key: str) -> None:
-        """Does nothing."""
 
 
 class TaskService:

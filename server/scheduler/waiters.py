@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 # The pseudo queue notified whenever a new queue appears: a held poll cannot
 # be registered under a queue that did not exist when it started waiting.
@@ -203,6 +204,19 @@ class PollWaiters:
     def held(self) -> int:
         """How many distinct polls are waiting (for metrics and tests)."""
         return len({id(w) for waiters in self._waiting.values() for w in waiters})
+
+
+class Notifier(Protocol):
+    """Told when a queue gets work, so held polls can wake up."""
+
+    def notify(self, queue_key: str) -> None: ...
+
+
+class NullNotifier:
+    """A notifier that tells no one."""
+
+    def notify(self, queue_key: str) -> None:
+        """Does nothing."""
 
 
 class TaskArrivals:

@@ -18,7 +18,8 @@ async def test_a_task_wakes_one_poll_oldest_first() -> None:
 
 
 async def test_each_task_wakes_another_poll() -> None:
-    """Two tasks wake two polls; a third task with every poll woken wakes nobody new."""
+    """Two tasks wake two polls; a third task with every poll woken wakes nobody new,
+    not even a poll that starts waiting after it."""
     waiters = PollWaiters()
     with waiters.waiting(["q"]) as first, waiters.waiting(["q"]) as second:
         waiters.notify_one("q")
@@ -26,6 +27,8 @@ async def test_each_task_wakes_another_poll() -> None:
         waiters.notify_one("q")
         assert first.is_set()
         assert second.is_set()
+        with waiters.waiting(["q"]) as late:
+            assert not late.is_set()
 
 
 async def test_a_poll_that_took_another_queue_passes_its_task_on() -> None:
@@ -41,13 +44,17 @@ async def test_a_poll_that_took_another_queue_passes_its_task_on() -> None:
 async def test_a_poll_that_took_its_task_passes_nothing_on() -> None:
     """A woken poll that claimed from its queue, or found nothing, wakes nobody else."""
     waiters = PollWaiters()
-    with waiters.waiting(["q"]) as woken, waiters.waiting(["q"]) as other:
+    with (
+        waiters.waiting(["q"]) as woken,
+        waiters.waiting(["q"]) as other,
+        waiters.waiting(["q"]) as third,
+    ):
         waiters.notify_one("q")
         waiters.claimed(woken, "q")
         assert not other.is_set()
         waiters.notify_one("q")
         waiters.claimed(other, None)
-        assert woken.handed is None
+        assert not third.is_set()
 
 
 async def test_a_poll_that_failed_to_claim_passes_its_task_on() -> None:
