@@ -6,6 +6,7 @@ one `|` alternative of the value is among the bot's values for that key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -92,8 +93,17 @@ def flat_sets(requested: DimensionPairs) -> list[DimensionPairs]:
 
 
 def queue_key(requested: DimensionPairs) -> str:
-    """The queue of a normalized dimension set: a digest of its canonical form."""
-    canonical = json.dumps(requested, separators=(",", ":"))
+    """The queue of a normalized dimension set: a digest of its canonical form.
+
+    Every task created asks, mostly for the same few sets: answers are cached.
+    """
+    return _queue_key(tuple((key, value) for key, value in requested))
+
+
+@functools.lru_cache(maxsize=4096)
+def _queue_key(pairs: tuple[tuple[str, str], ...]) -> str:
+    # Tuples are written as the lists they were: stored keys stay the same.
+    canonical = json.dumps(pairs, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from server.dimensions import MAX_OR_COMBINATIONS, flat_sets, matches, normalize_pairs, queue_key
@@ -15,6 +17,16 @@ def test_or_values_are_normalized_so_equal_sets_share_a_queue() -> None:
     other = normalize_pairs([("os", "Linux|Mac"), ("pool", "p")])
     assert one == other == [("os", "Linux|Mac"), ("pool", "p")]
     assert queue_key(one) == queue_key(other)
+
+
+def test_queue_key_is_the_digest_of_the_canonical_json() -> None:
+    """Queue keys are stored: a set's key is the digest of its compact, ASCII-escaped
+    JSON, the first time and when it comes from the cache."""
+    pairs = [("os", "Linux"), ("pool", "caf\u00e9")]
+    canonical = '[["os","Linux"],["pool","caf\\u00e9"]]'
+    expected = hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    assert queue_key(pairs) == expected
+    assert queue_key(list(pairs)) == expected
 
 
 def test_or_combinations_are_bounded() -> None:
