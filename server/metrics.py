@@ -168,9 +168,7 @@ class Metrics:
 
     async def authorize(self, headers: Mapping[str, str]) -> None:
         """Raises Unauthenticated or PermissionDenied unless the caller may make READS."""
-        request = tasks_pb2.TaskIdRequest()
-        for rpc in READS:
-            await self._access.authorize(rpc, request, headers)
+        await self._access.authorize_all(READS, tasks_pb2.TaskIdRequest(), headers)
 
     async def render(self) -> bytes:
         """The metrics in the text format, with a census at most CENSUS_MAX_AGE_SECS old."""

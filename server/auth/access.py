@@ -145,12 +145,24 @@ class Access:
         Checks the rule's role and the pools of scopes NEW_TASK and TASK; for
         SELECTOR the batch path checks each task through `admit`.
         """
-        rule = self.rules[rpc]
+        return await self.authorize_all((rpc,), request, headers)
+
+    async def authorize_all(
+        self, rpcs: Iterable[str], request: message.Message, headers: Mapping[str, str]
+    ) -> Principal:
+        """The caller, once it may make each of `rpcs` with `request` (as authorize says);
+        its credentials are checked once. With no `rpcs`, just the authenticated caller."""
         principal = await self._authenticator.authenticate(headers)
+        for rpc in rpcs:
+            await self._permit(rpc, request, principal)
+        return principal
+
+    async def _permit(self, rpc: str, request: message.Message, principal: Principal) -> None:
+        rule = self.rules[rpc]
         if rule.own_task and _acts_for(principal, request):
-            return principal
+            return
         if rule.role == SCHEDULER and await self._pools_name(principal, rule, request):
-            return principal
+            return
         if rule.role and not principal.has_role(rule.role):
             held = principal.top_role
             _deny(
@@ -163,7 +175,6 @@ class Access:
             self.check_pools(principal, new_task_pools(request))
         elif rule.scope is Scope.TASK:
             await self.admit(principal, str(getattr(request, "task_id", "")))
-        return principal
 
     async def _pools_name(self, principal: Principal, rule: Rule, request: message.Message) -> bool:
         """True when a service account is named, explicitly, by every pool in scope.

@@ -76,13 +76,8 @@ class Gate:
         The read rules look at a request only for its `task_id` (a task's
         own token may read that task), so one TaskIdRequest stands for all.
         """
-        headers = credentials(request)
-        if not rpcs:
-            return await self._authenticator.authenticate(headers)
         message = tasks_pb2.TaskIdRequest(task_id=task_id)
-        for rpc in rpcs:
-            principal = await self._access.authorize(rpc, message, headers)
-        return principal
+        return await self._access.authorize_all(rpcs, message, credentials(request))
 
     async def whoami(self, request: web.Request) -> Principal | None:
         """The caller, or None when its token is refused (the page header shows who is in)."""

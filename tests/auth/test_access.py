@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import shutil
+from collections.abc import Mapping
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -226,3 +227,27 @@ async def test_the_server_warns_at_start_when_it_listens_beyond_loopback(
     assert any(
         "anonymous writes are open beyond loopback" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_several_calls_are_authorized_with_one_authentication(
+    access: Access, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """authorize_all checks the credentials once, then each call's rule; any refusal
+    refuses all, and no calls at all is just the authenticated caller."""
+    seen: list[Mapping[str, str]] = []
+    authenticate = access._authenticator.authenticate
+
+    async def counting(headers: Mapping[str, str]) -> Principal:
+        seen.append(headers)
+        return await authenticate(headers)
+
+    monkeypatch.setattr(access._authenticator, "authenticate", counting)
+    read = tasks_pb2.TaskIdRequest(task_id=TASK)
+    reads = ["Tasks.GetResult", "Tasks.GetRequest", "Tasks.GetStdout"]
+    viewer = await access.authorize_all(reads, read, _bearer("user-carol-viewer"))
+    assert viewer.identity == "user:carol"
+    assert len(seen) == 1
+    with pytest.raises(PermissionDenied, match=r"Tasks\.CancelTask needs the scheduler role"):
+        await access.authorize_all([*reads, "Tasks.CancelTask"], read, _bearer("user-carol-viewer"))
+    assert len(seen) == 2
+    assert (await access.authorize_all([], read, _bearer("user-carol-viewer"))) == viewer
