@@ -151,10 +151,21 @@ def to_json(msg: message.Message) -> dict[str, Any]:
 
 
 def _parse_json_body(raw: bytes, msg: message.Message) -> None:
+    name = msg.DESCRIPTOR.name
     try:
-        json_format.Parse(raw or b"{}", msg)
+        # orjson reads the text (jsonio); protobuf only maps the values.
+        value = jsonio.loads(raw or b"{}")
+    except ValueError as e:
+        raise InvalidRequest(f"the body is not JSON text: {e}") from e
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            f"the body must be a JSON object holding the fields of {name},"
+            f" not {type(value).__name__}"
+        )
+    try:
+        json_format.ParseDict(value, msg)
     except json_format.ParseError as e:
-        raise InvalidRequest(f"the body does not fit {msg.DESCRIPTOR.name}: {e}") from e
+        raise InvalidRequest(f"the body does not fit {name}: {e}") from e
 
 
 def _fill_from_query(msg: message.Message, query: Mapping[str, str]) -> None:

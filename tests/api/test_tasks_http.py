@@ -49,6 +49,32 @@ async def test_invalid_new_task_is_400_naming_the_field(
     assert field in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"{bad", "the body is not JSON text"),
+        (b"\xff\xfe{}", "the body is not JSON text"),
+        (b"[1, 2]", "must be a JSON object holding the fields of NewTaskRequest, not list"),
+        (b'"x"', "must be a JSON object holding the fields of NewTaskRequest, not str"),
+    ],
+    ids=["truncated", "not utf-8", "list", "string"],
+)
+async def test_malformed_new_task_body_is_400_saying_so(
+    make_server: ServerFactory, body: bytes, says: str
+) -> None:
+    """A body that is not a JSON object is refused with a message that says so."""
+    client = await make_server()
+    resp = await client.post(
+        "/api/v1/tasks", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 400, await resp.text()
+    error = (await resp.json())["error"]
+    assert error["code"] == "INVALID_ARGUMENT"
+    assert says in error["message"]
+    listed = await (await client.get("/api/v1/tasks")).json()
+    assert listed["items"] == []
+
+
 async def test_new_task_round_trips_its_request(make_server: ServerFactory) -> None:
     """The stored request shows what was submitted, with defaults applied."""
     client = await make_server()
