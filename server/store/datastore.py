@@ -24,7 +24,8 @@ Entities (kind: key name; indexed properties; unindexed ones):
 - Bot: bot_id; dimensions (["key","value"] tokens), quarantined, busy;
   last_seen_ts, data.
 - BotEvent: "<bot_id>/<sortable ts>/<unique suffix>"; bot_id; data.
-- PollReply: "<bot_id, %-quoted>/<request_uuid>"; expires_ts; reply.
+- PollReply: bot_id (one per bot: its last dispatch's answer); expires_ts;
+  request_uuid, reply.
 - Queue: queue key; -; created_ts, data. Never changed once recorded, so a
   store keeps the ones it read, and list_queues (which every replica calls
   every few seconds) is a keys-only query plus lookups of the new ones.
@@ -97,6 +98,8 @@ from server.store.base import Dispatch
 # one RPC (a few ms to tens of ms); past this, calls queue for a thread and
 # polls and API calls slow down instead of the replica opening ever more RPCs.
 MAX_WORKERS = 32
+# How often list_due purges expired poll replies, in seconds of the store clock.
+REPLY_PURGE_SECS = 60.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -120,6 +123,8 @@ class DatastoreStore:
         self._queues: dict[str, Queue] = {}
         self._queues_lock = threading.Lock()
         self._claims = datastore_tasks.ClaimsInFlight()
+        # When list_due last purged expired poll replies (store clock).
+        self._replies_purged_ts = 0.0
 
     @classmethod
     async def open(
@@ -288,12 +293,11 @@ class DatastoreStore:
         """Claims as claim_next does, with the bot, its event and the reply in the transaction.
 
         `assign` and `record` run in a worker thread, again when the
-        transaction collides. A batch of expired poll replies is purged
-        after the claim, in a commit of its own.
+        transaction collides.
         """
         if not queue_keys:
             return None
-        dispatched = await self._call(
+        return await self._call(
             datastore_tasks.dispatch_next,
             self._client,
             queue_keys,
@@ -302,9 +306,6 @@ class DatastoreStore:
             record,
             self._claims,
         )
-        if dispatched is not None and dispatched[1].reply.request_uuid:
-            await self._call(datastore_bots.purge_replies, self._client, self._clock.now())
-        return dispatched
 
     async def queues_with_work(self, queue_keys: Sequence[str], now: float) -> set[str]:
         """Returns the keys of `queue_keys` whose queue holds a candidate of claim_next.
@@ -343,6 +344,11 @@ class DatastoreStore:
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:
         """Returns active tasks with a deadline at or before `now`, earliest first."""
+        # The sweeper calls this every second: the time to purge expired poll
+        # replies, off the polls' path, every REPLY_PURGE_SECS.
+        if not 0 <= self._clock.now() - self._replies_purged_ts < REPLY_PURGE_SECS:
+            self._replies_purged_ts = self._clock.now()
+            await self._call(datastore_bots.purge_replies, self._client, self._replies_purged_ts)
         return await self._call(task_queries.list_due, self._client, now, limit)
 
     # Structured results.

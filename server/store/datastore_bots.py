@@ -16,7 +16,6 @@ import json
 import secrets
 import time
 from typing import Any
-from urllib.parse import quote
 
 from server import errors, jsonio
 from server.model import Bot, BotDimensions, BotEvent, BotQuery, Page, evolve
@@ -152,20 +151,18 @@ def add_bot_event(client: Any, event: BotEvent) -> None:
     retry_write(lambda: client.put(entity))
 
 
-def reply_name(bot_id: str, request_uuid: str) -> str:
-    """The key name of a PollReply."""
-    # Quoting the bot ID makes the first "/" the separator whatever the IDs hold.
-    return f"{quote(bot_id, safe='')}/{request_uuid}"
-
-
 def reply_entity(client: Any, reply: PollReply) -> Any:
-    """The PollReply entity that keeps a poll's answer for replay."""
+    """The PollReply entity that keeps the answer of the bot's last dispatch for replay.
+
+    One per bot, named by its ID: a bot retries only its latest poll, so a
+    dispatch replaces the answer of the one before and nothing piles up.
+    """
     return make_entity(
         client,
         POLL_REPLY,
-        reply_name(reply.bot_id, reply.request_uuid),
+        reply.bot_id,
         {"expires_ts": float(reply.expires_ts)},
-        {"reply": jsonio.dumps(reply.reply)},
+        {"request_uuid": reply.request_uuid, "reply": jsonio.dumps(reply.reply)},
     )
 
 
@@ -194,28 +191,31 @@ def _tokens(dimensions: BotDimensions) -> set[str]:
 def get_poll_reply(
     client: Any, bot_id: str, request_uuid: str, now: float
 ) -> dict[str, Any] | None:
-    """The answer stored for a poll, unless it expired by `now`: one lookup of its PollReply."""
-    entity = client.get(key(client, POLL_REPLY, reply_name(bot_id, request_uuid)))
-    if entity is None or entity["expires_ts"] <= now:
+    """The answer kept for this poll of the bot, unless it expired by `now`: one lookup."""
+    entity = client.get(key(client, POLL_REPLY, bot_id))
+    if entity is None or entity.get("request_uuid") != request_uuid:
+        return None
+    if entity["expires_ts"] <= now:
         return None
     reply: dict[str, Any] = jsonio.loads(entity["reply"])
     return reply
 
 
-def purge_replies(client: Any, now: float, entity: Any = None) -> None:
-    """Deletes a batch of replies expired at `now`, in one commit with `entity` if given."""
+def purge_replies(client: Any, now: float) -> None:
+    """Deletes a batch of replies expired at `now`, in one commit.
+
+    Entities of the one-per-bot layout are replaced by the bot's next
+    dispatch; this clears the ones of bots that stopped being dispatched
+    to, and those an older server named "<bot>/<request_uuid>".
+    """
     expired = query(client, POLL_REPLY, ("expires_ts", "<", now), keys_only=True)
-    # One commit puts the reply and purges; a commit may not touch a key twice.
-    purged = expired.fetch(limit=POLL_REPLY_PURGE_BATCH)
-    stale = [e.key for e in purged if entity is None or e.key.name != entity.key.name]
-    if entity is None and not stale:
+    stale = [e.key for e in expired.fetch(limit=POLL_REPLY_PURGE_BATCH)]
+    if not stale:
         return
 
     def write() -> None:
         batch = client.batch()
         batch.begin()
-        if entity is not None:
-            batch.put(entity)
         for stale_key in stale:
             batch.delete(stale_key)
         batch.commit()

@@ -6,8 +6,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from server.model import TaskProperties, TaskRequest, TaskResult, TaskSlice, TaskState
-from server.store.base import Store
+from server.model import (
+    Bot,
+    BotEvent,
+    TaskProperties,
+    TaskRequest,
+    TaskResult,
+    TaskSlice,
+    TaskState,
+)
+from server.store.base import Dispatch, PollReply, Store
 
 NOW = 1_700_000_000.0
 # An expiry no store's clock has reached: such poll replies must be kept.
@@ -77,3 +85,25 @@ async def claim(store: Store, bot_id: str = "bot1", keys: tuple[str, ...] = ("q1
     """Claims the next task of `keys` for `bot_id`; returns its ID or ''."""
     got = await store.claim_next(list(keys), NOW, take(bot_id))
     return got.task_id if got else ""
+
+
+def recorder(
+    uuid: str = "u1",
+    seen: list[str] | None = None,
+    *,
+    bot_id: str = "bot1",
+    expires_ts: float = FAR,
+) -> Callable[[TaskResult, TaskRequest], Dispatch]:
+    """A `record` for dispatch_next: the bot busy with the run, an event, the answer."""
+
+    def record(result: TaskResult, request: TaskRequest) -> Dispatch:
+        if seen is not None:
+            seen.append(request.name)
+        run_id = result.run_id
+        return Dispatch(
+            bot=Bot(bot_id=bot_id, task_id=run_id, task_name=request.name, last_seen_ts=NOW),
+            event=BotEvent(bot_id=bot_id, ts=NOW, event_type="request_task", task_id=run_id),
+            reply=PollReply(bot_id, uuid, {"cmd": "run", "task_id": run_id}, expires_ts),
+        )
+
+    return record

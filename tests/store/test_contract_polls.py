@@ -9,35 +9,12 @@ at once, and which never overwrite other fields.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 from server.clock import FakeClock
-from server.model import Bot, BotEvent, BotQuery, TaskRequest, TaskResult
-from server.store.base import Dispatch, PollReply, Store
+from server.model import Bot, BotQuery
+from server.store.base import Store
 from tests.store.backends import ReplicaOpener
-from tests.store.records import FAR, NOW, add_task, take, task_id
-
-
-def recorder(
-    uuid: str = "u1",
-    seen: list[str] | None = None,
-    *,
-    bot_id: str = "bot1",
-    expires_ts: float = FAR,
-) -> Callable[[TaskResult, TaskRequest], Dispatch]:
-    """A `record` for dispatch_next: the bot busy with the run, an event, the answer."""
-
-    def record(result: TaskResult, request: TaskRequest) -> Dispatch:
-        if seen is not None:
-            seen.append(request.name)
-        run_id = result.run_id
-        return Dispatch(
-            bot=Bot(bot_id=bot_id, task_id=run_id, task_name=request.name, last_seen_ts=NOW),
-            event=BotEvent(bot_id=bot_id, ts=NOW, event_type="request_task", task_id=run_id),
-            reply=PollReply(bot_id, uuid, {"cmd": "run", "task_id": run_id}, expires_ts),
-        )
-
-    return record
+from tests.store.records import NOW, add_task, recorder, take, task_id
 
 
 async def test_dispatch_claims_and_records_together(store: Store) -> None:

@@ -16,12 +16,12 @@ import pytest
 
 from server.clock import FakeClock
 from server.model import TaskQuery, TaskResult
-from server.store import datastore_client, datastore_output, datastore_tasks
-from server.store.base import OUTPUT_CHUNK_SIZE
-from server.store.datastore import DatastoreStore
+from server.store import datastore_bots, datastore_client, datastore_output, datastore_tasks
+from server.store.base import OUTPUT_CHUNK_SIZE, PollReply
+from server.store.datastore import REPLY_PURGE_SECS, DatastoreStore
 from tests.store.backends import Closer
 from tests.store.datastore_emulator import Emulator, new_namespace
-from tests.store.records import NOW, add_task, claim, take, task_id
+from tests.store.records import NOW, add_task, claim, recorder, take, task_id
 
 pytestmark = pytest.mark.datastore
 
@@ -121,3 +121,40 @@ async def test_claim_passes_over_a_candidate_another_claim_is_trying(open_store:
     assert await claim_with_other_in_flight() == ""
     in_flight.release(task_id(1))
     assert await claim_with_other_in_flight() == task_id(1)
+
+
+async def test_a_bot_keeps_one_poll_reply(open_store: Opener) -> None:
+    """Each dispatch replaces the bot's PollReply: one entity per bot, named by its ID."""
+    store = await open_store()
+    for n in (1, 2):
+        await add_task(store, n)
+        uuid = f"u{n}"
+        await store.dispatch_next(["q1"], NOW, take("bot1"), recorder(uuid, bot_id="bot1"))
+    assert entity_names(store, datastore_client.POLL_REPLY) == ["bot1"]
+    assert await store.get_poll_reply("bot1", "u2") is not None
+    assert await store.get_poll_reply("bot1", "u1") is None
+
+
+async def test_the_sweepers_call_purges_expired_replies_once_a_while(open_store: Opener) -> None:
+    """list_due deletes expired PollReply entities, of the old "<bot>/<uuid>" names too,
+    at most every REPLY_PURGE_SECS of the store's clock."""
+    clock = FakeClock(NOW)
+    store = await open_store(clock)
+    old = PollReply("old-bot", "u0", {"cmd": "run"}, NOW + 10)
+    legacy = datastore_client.make_entity(
+        store.client, datastore_client.POLL_REPLY, "old-bot/u0", {"expires_ts": NOW + 10}, {}
+    )
+    store.client.put(legacy)
+    store.client.put(datastore_bots.reply_entity(store.client, old))
+    await add_task(store, 1)
+    await store.dispatch_next(
+        ["q1"], NOW, take("b2"), recorder("u1", bot_id="b2", expires_ts=NOW + 500)
+    )
+    await store.list_due(NOW, 10)
+    assert len(entity_names(store, datastore_client.POLL_REPLY)) == 3, "nothing expired yet"
+    clock.set(NOW + 30)
+    await store.list_due(NOW + 30, 10)
+    assert len(entity_names(store, datastore_client.POLL_REPLY)) == 3, "purged a moment ago"
+    clock.set(NOW + REPLY_PURGE_SECS + 1)
+    await store.list_due(NOW + REPLY_PURGE_SECS + 1, 10)
+    assert entity_names(store, datastore_client.POLL_REPLY) == ["b2"]
