@@ -69,12 +69,17 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _stat_fields(stat: str) -> tuple[int, float]:
+    """(parent PID, utime + stime in seconds) from the text of a /proc/<pid>/stat."""
+    # After the command in parentheses (which may hold spaces) comes field 3.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # Field 4 is the parent; fields 14 and 15 of stat(5) are utime and stime.
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of a process, in seconds (from /proc/<pid>/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # Fields 14 and 15 of stat(5); the slice starts at field 3.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_fields(Path(f"/proc/{pid}/stat").read_text())[1]
 
 
 def system_busy_seconds() -> float:
@@ -89,7 +94,6 @@ def tree_cpu_seconds(root: int) -> dict[int, float]:
     """CPU seconds of `root` and of every live process descended from it, by PID."""
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
-    ticks = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -97,10 +101,8 @@ def tree_cpu_seconds(root: int) -> dict[int, float]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue  # it exited while we looked
-        fields = stat[stat.rindex(")") + 2 :].split()
         pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        parents[pid], cpu[pid] = _stat_fields(stat)
     mine = {}
     for pid, seconds in cpu.items():
         ancestor = pid
