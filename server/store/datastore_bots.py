@@ -37,6 +37,9 @@ from server.store.datastore_client import (
 )
 from server.store.rules import POLL_REPLY_PURGE_BATCH, check_limit, page
 
+# Expired poll replies deleted per transaction of purge_replies.
+REPLIES_PER_PURGE = 16
+
 
 def dimension_token(dim_key: str, value: str) -> str:
     """One indexed value of a bot's `dimensions`: unambiguous whatever the strings hold."""
@@ -202,22 +205,22 @@ def get_poll_reply(
 
 
 def purge_replies(client: Any, now: float) -> None:
-    """Deletes a batch of replies expired at `now`, in one commit.
+    """Deletes a batch of replies expired at `now`, REPLIES_PER_PURGE in a transaction.
 
     Entities of the one-per-bot layout are replaced by the bot's next
     dispatch; this clears the ones of bots that stopped being dispatched
-    to, and those an older server named "<bot>/<request_uuid>".
+    to, and those an older server named "<bot>/<request_uuid>". Each is
+    read again in the transaction that deletes it: a dispatch may have
+    replaced it with a fresh answer since the query.
     """
     expired = query(client, POLL_REPLY, ("expires_ts", "<", now), keys_only=True)
     stale = [e.key for e in expired.fetch(limit=POLL_REPLY_PURGE_BATCH)]
-    if not stale:
-        return
+    for start in range(0, len(stale), REPLIES_PER_PURGE):
+        keys = stale[start : start + REPLIES_PER_PURGE]
 
-    def write() -> None:
-        batch = client.batch()
-        batch.begin()
-        for stale_key in stale:
-            batch.delete(stale_key)
-        batch.commit()
+        def work(tx: Any, keys: list[Any] = keys) -> None:
+            for entity in client.get_multi(keys, transaction=tx):
+                if entity["expires_ts"] < now:
+                    tx.delete(entity.key)
 
-    retry_write(write)
+        run_transaction(client, work)

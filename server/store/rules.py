@@ -21,8 +21,8 @@ from server.store.base import StaleWrite
 # whose `assign` declines many candidates reads further batches.
 CLAIM_BATCH = 8
 
-# Expired poll replies the Datastore store deletes after a dispatch: bounds
-# the work while still outpacing the rate replies are added.
+# Expired poll replies the Datastore store deletes per purge (once a minute):
+# one per bot at most goes stale, so this soon clears a fleet that went idle.
 POLL_REPLY_PURGE_BATCH = 100
 
 T = TypeVar("T")

@@ -129,12 +129,14 @@ class PollRecords:
 
         Which poll that is, is cached: a poll that is not a retry reads nothing.
         """
+        if not request_uuid:
+            return None
         self._cache.check()
         kept = self._cache.reply_uuids.get(bot_id)
         if kept is None:
             kept = sqlite_bots.read_reply_uuid(self._db, bot_id)
             self._cache.reply_uuids.put(bot_id, kept)
-        if not request_uuid or kept != request_uuid:
+        if kept != request_uuid:
             return None
         return sqlite_bots.read_poll_reply(self._db, bot_id, request_uuid, self._clock.now())
 

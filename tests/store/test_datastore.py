@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -158,3 +159,31 @@ async def test_the_sweepers_call_purges_expired_replies_once_a_while(open_store:
     clock.set(NOW + REPLY_PURGE_SECS + 1)
     await store.list_due(NOW + REPLY_PURGE_SECS + 1, 10)
     assert entity_names(store, datastore_client.POLL_REPLY) == ["b2"]
+
+
+async def test_a_purge_keeps_an_answer_replaced_since_its_query(
+    open_store: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply the purge's query found expired, then replaced by a dispatch before the
+    delete, is kept: the delete reads it again in its transaction."""
+    store = await open_store()
+    stale = PollReply("bot1", "u0", {"cmd": "run", "n": 0}, NOW - 10)
+    fresh = PollReply("bot1", "u1", {"cmd": "run", "n": 1}, NOW + 500)
+    store.client.put(datastore_bots.reply_entity(store.client, stale))
+    real_query = datastore_client.query
+
+    def racing_query(*args: Any, **kwargs: Any) -> Any:
+        found = real_query(*args, **kwargs)
+
+        class Racing:
+            def fetch(self, **fetch_args: Any) -> list[Any]:
+                keys = list(found.fetch(**fetch_args))
+                store.client.put(datastore_bots.reply_entity(store.client, fresh))
+                return keys
+
+        return Racing()
+
+    monkeypatch.setattr(datastore_bots, "query", racing_query)
+    datastore_bots.purge_replies(store.client, NOW)
+    assert entity_names(store, datastore_client.POLL_REPLY) == ["bot1"]
+    assert datastore_bots.get_poll_reply(store.client, "bot1", "u1", NOW) == fresh.reply
