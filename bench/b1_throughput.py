@@ -20,11 +20,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from figures import CpuMeter, Json, per, rate
+import http_floor
+from figures import CpuMeter, Json, per, rate, ratio
 from open_loop import LONG_POLL_SECS, SETTINGS, measure_open_loop
 from profiles import profile_summary
 from reports import base_args, run, wait_until
-from server_process import Server, drover
+from server_process import (
+    Server,
+    drover,
+    free_port,
+    http_session,
+    spawn,
+    stop_server,
+    wait_ready,
+)
 from sim_bots import BotGroup, Fleet
 from task_api import bot_version, count_tasks, create_tasks, task_body
 
@@ -53,52 +62,80 @@ async def measure_drain(
             await create_tasks(http, server.url, tasks, lambda i: task_body(f"noop-{i}"))
             create_secs = time.perf_counter() - start
             fleet = Fleet(http, server.url, version, LONG_POLL_SECS, claim=claim)
-            group = BotGroup(fleet, bots)
-            await group.handshake_all()
             sql_created = await server.sql_counts_now()
-            requests0 = fleet.total_requests
-            server_cpu, client_cpu = CpuMeter([server.pid]), CpuMeter(own=True)
-            start = time.perf_counter()
-            group.start()
-            finished = await wait_until(
-                lambda: fleet.completed >= tasks or len(group.failures()) == bots,
-                within=max(60.0, tasks / 20),
-            )
-            server_cpu.stop()
-            client_cpu.stop()
-            done = sorted(fleet.done_at.values())
-            elapsed = (done[-1] if done else time.perf_counter()) - start
-            requests = fleet.total_requests - requests0
-            by_kind = dict(fleet.requests)
-            failures = group.failures()
-            await group.stop()
+            drained = await timed_drain(server, fleet, bots, tasks)
             completed = await count_tasks(http, server.url, "COMPLETED")
         figures: Json = {
             "tasks": tasks,
             "bots": bots,
             "claim": claim,
-            "finished": finished,
+            "finished": drained.pop("finished"),
             "completed_by_server": completed,
             "create_tasks_per_s": rate(tasks, create_secs),
-            "drain_secs": round(elapsed, 3),
-            "tasks_per_s": rate(len(done), elapsed),
-            # From the first completion to the last: the figure peers.py compares.
-            "steady_tasks_per_s": rate(len(done) - 1, done[-1] - done[0]) if len(done) > 1 else 0,
-            "bot_requests_per_task": per(requests, len(done), digits=2),
-            "http_requests_per_task": per(requests + tasks, len(done), digits=2),
-            "bot_requests_by_kind": by_kind,
-            "server_cpu_secs": round(server_cpu.seconds(), 3),
-            "server_cpu_ms_per_task": per(server_cpu.seconds(), len(done), 1000),
-            "server_cpu_busy": server_cpu.busy(elapsed),
-            "client_cpu_busy": client_cpu.busy(elapsed),
-            "errors": dict(fleet.errors),
-            "bot_failures": failures[:3],
+            **drained,
         }
+        # The submits are HTTP requests too.
+        figures["http_requests_per_task"] = per(
+            figures["bot_requests"] + tasks, max(fleet.completed, 1), digits=2
+        )
         if server.profile_path is not None and server.profile_path.exists():
             figures["server_profile"] = _profile(server, tasks, sql_created)
             if profile_out is not None:
                 shutil.copyfile(server.profile_path, profile_out)
         return figures
+
+
+async def measure_floor(tasks: int, bots: int) -> Json:
+    """Drains `tasks` through `bots` bots served by the HTTP floor (bench/http_floor.py)."""
+    with tempfile.TemporaryDirectory(prefix="drover-b1-floor-") as tmp:
+        port = free_port()
+        floor = spawn(http_floor.command(port, tasks), Path(tmp), port)
+        try:
+            async with http_session() as http:
+                await wait_ready(floor, http)
+                fleet = Fleet(http, floor.url, "floor", LONG_POLL_SECS)
+                drained = await timed_drain(floor, fleet, bots, tasks)
+        finally:
+            await stop_server(floor)
+    return {"tasks": tasks, "bots": bots, **drained}
+
+
+async def timed_drain(server: Server, fleet: Fleet, bots: int, tasks: int) -> Json:
+    """Handshakes `bots` bots, then times them until `tasks` tasks are done."""
+    group = BotGroup(fleet, bots)
+    await group.handshake_all()
+    requests0 = fleet.total_requests
+    server_cpu, client_cpu = CpuMeter([server.pid]), CpuMeter(own=True)
+    start = time.perf_counter()
+    group.start()
+    finished = await wait_until(
+        lambda: fleet.completed >= tasks or len(group.failures()) == bots,
+        within=max(60.0, tasks / 20),
+    )
+    server_cpu.stop()
+    client_cpu.stop()
+    done = sorted(fleet.done_at.values())
+    elapsed = (done[-1] if done else time.perf_counter()) - start
+    requests = fleet.total_requests - requests0
+    by_kind = dict(fleet.requests)
+    failures = group.failures()
+    await group.stop()
+    return {
+        "finished": finished,
+        "drain_secs": round(elapsed, 3),
+        "tasks_per_s": rate(len(done), elapsed),
+        # From the first completion to the last: the figure peers.py compares.
+        "steady_tasks_per_s": rate(len(done) - 1, done[-1] - done[0]) if len(done) > 1 else 0,
+        "bot_requests": requests,
+        "bot_requests_per_task": per(requests, len(done), digits=2),
+        "bot_requests_by_kind": by_kind,
+        "server_cpu_secs": round(server_cpu.seconds(), 3),
+        "server_cpu_ms_per_task": per(server_cpu.seconds(), len(done), 1000),
+        "server_cpu_busy": server_cpu.busy(elapsed),
+        "client_cpu_busy": client_cpu.busy(elapsed),
+        "errors": dict(fleet.errors),
+        "bot_failures": failures[:3],
+    }
 
 
 def _profile(server: Server, tasks: int, sql_created: Json) -> Json:
@@ -119,10 +156,19 @@ async def main(args: argparse.Namespace) -> Json:
         profile=args.profile or args.profile_out is not None,
         profile_out=args.profile_out,
     )
-    if not args.rates:
-        return {"drain": drain}
-    open_loop = await measure_open_loop(args.rates, args.secs, args.bots, claim=args.claim)
-    return {"drain": drain, "open_loop": open_loop}
+    results: Json = {"drain": drain}
+    if not args.no_floor:
+        floor = await measure_floor(args.tasks, args.bots)
+        results["http_floor"] = {
+            **floor,
+            # Drover's drain as a fraction of what HTTP alone allows here.
+            "drover_ratio": ratio(drain["steady_tasks_per_s"], floor["steady_tasks_per_s"]),
+        }
+    if args.rates:
+        results["open_loop"] = await measure_open_loop(
+            args.rates, args.secs, args.bots, claim=args.claim
+        )
+    return results
 
 
 def parse_args() -> argparse.Namespace:
@@ -133,6 +179,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--claim", action="store_true", help="bots call claim before running")
     parser.add_argument(
         "--rates", type=float, nargs="*", help="open-loop submit rates, tasks/s (none: skip)"
+    )
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the drain through bench/http_floor.py"
     )
     parser.add_argument("--secs", type=float, default=0.0, help="open-loop time per rate")
     parser.add_argument("--profile", action="store_true", help="run the drain's server in cProfile")

@@ -40,6 +40,18 @@ def _rows(runs: Json) -> list[tuple[str, str, str]]:
                 "≥ fastest peer; 2,000 tasks/s first",
             )
         )
+        floor = runs["b1"]["results"].get("http_floor")
+        if floor is not None:
+            rows.append(
+                (
+                    "B1 HTTP floor: the same drain, a server that only answers",
+                    f"{_f(floor['steady_tasks_per_s'])} tasks/s; "
+                    f"{_f(floor['server_cpu_ms_per_task'])} ms server CPU per task; "
+                    f"bench client {_f(floor['client_cpu_busy'])} busy; "
+                    f"Drover's drain x{_f(floor['drover_ratio'])} of it",
+                    "",
+                )
+            )
         for row in runs["b1"]["results"].get("open_loop", {}).get("rates", []):
             rows.append(
                 (

@@ -163,6 +163,11 @@ def start_server(root: Path, settings: Settings, *, profile: bool = False) -> Se
         counts = profile_path.with_suffix(".sql.json")
         command = [str(PYTHON), "-m", "cProfile", "-o", str(profile_path)]
         command += [str(HERE / "counted_serve.py"), str(counts), *serve]
+    return spawn(command, root, port, profile_path)
+
+
+def spawn(command: list[str], root: Path, port: int, profile_path: Path | None = None) -> Server:
+    """Starts a server process listening on `port`, its output logged under `root`."""
     log_path = root / f"server-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
