@@ -61,6 +61,18 @@ def _rows(runs: Json) -> list[tuple[str, str, str]]:
                     "",
                 )
             )
+    services = runs.get("b1s", {}).get("results")
+    if services is not None:
+        rows.append(
+            (
+                f"B1 services in-process, {services['tasks']:,} tasks, no HTTP",
+                f"{_f(services['cpu_us_per_task'])} µs CPU per task "
+                f"(poll {_f(services['poll']['cpu_us_per_task'])}, "
+                f"task_update {_f(services['task_update']['cpu_us_per_task'])}), "
+                f"{_f(services['sqlite_us_per_task'])} µs of it in SQLite",
+                "",
+            )
+        )
     for row in runs.get("b2", {}).get("results", {}).get("rates", []):
         lat = row["submit_to_start"]
         rows.append(

@@ -27,6 +27,7 @@ from reports import versions
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {
     "b1": "b1_throughput.py",
+    "b1s": "b1_services.py",
     "b2": "b2_latency.py",
     "b3": "b3_idle.py",
     "b4": "b4_poll_depth.py",
