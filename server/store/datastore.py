@@ -27,8 +27,7 @@ Entities (kind: key name; indexed properties; unindexed ones):
 - PollReply: bot_id (one per bot: its last dispatch's answer); expires_ts;
   request_uuid, reply.
 - Queue: queue key; -; created_ts, data. Never changed once recorded, so a
-  store keeps the ones it read, and list_queues (which every replica calls
-  every few seconds) is a keys-only query plus lookups of the new ones.
+  store keeps the ones it read (server/store/datastore_queues.py).
 - Output: run_id; -; size. OutputChunk: "<run_id>/<index>"; -; data.
 - TaskReportLog: task_id; -; count. TaskReport: "<task_id>/<n>"; -; data.
   TaskReportKey: "<task_id, %-quoted>/<key>"; -; - (a keyed report was added).
@@ -62,7 +61,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -81,10 +79,10 @@ from server.model import (
     TaskResult,
 )
 from server.store import (
-    codec,
     datastore_bots,
     datastore_keys,
     datastore_output,
+    datastore_queues,
     datastore_reports,
     datastore_tasks,
     datastore_tokens,
@@ -119,9 +117,7 @@ class DatastoreStore:
             max_workers=max_workers, thread_name_prefix="datastore"
         )
         self._closed = False
-        # Queues read so far: a queue record never changes once recorded.
-        self._queues: dict[str, Queue] = {}
-        self._queues_lock = threading.Lock()
+        self._queues = datastore_queues.KnownQueues()
         self._claims = datastore_tasks.ClaimsInFlight()
         # When list_due last purged expired poll replies (store clock).
         self._replies_purged_ts = 0.0
@@ -211,40 +207,11 @@ class DatastoreStore:
 
     async def ensure_queue(self, queue: Queue) -> bool:
         """Records a queue; returns True if it was not known before (across replicas)."""
-        return await self._call(self._ensure_queue, queue)
+        return await self._call(self._queues.ensure, self._client, queue)
 
     async def list_queues(self) -> list[Queue]:
         """Returns every known queue, oldest first."""
-        return await self._call(self._list_queues)
-
-    def _ensure_queue(self, queue: Queue) -> bool:
-        client = self._client
-        queue_key = dc.key(client, dc.QUEUE, queue.key)
-
-        def work(tx: Any) -> bool:
-            if client.get(queue_key, transaction=tx) is not None:
-                return False
-            unindexed = {"created_ts": float(queue.created_ts), "data": codec.dumps(queue)}
-            tx.put(dc.make_entity(client, dc.QUEUE, queue.key, {}, unindexed))
-            return True
-
-        return dc.run_transaction(client, work)
-
-    def _list_queues(self) -> list[Queue]:
-        # Every replica lists the queues every few seconds (to learn of the
-        # ones others created): a keys-only query is cheap, and only the
-        # queues this store has not read before are looked up.
-        client = self._client
-        listed = dc.query(client, dc.QUEUE, keys_only=True).fetch()
-        with self._queues_lock:
-            unknown = [e.key for e in listed if e.key.name not in self._queues]
-        for start in range(0, len(unknown), dc.LOOKUP_BATCH):
-            found = dc.get_multi(client, unknown[start : start + dc.LOOKUP_BATCH])
-            with self._queues_lock:
-                self._queues.update((q.key, q) for q in (dc.load(Queue, e) for e in found.values()))
-        with self._queues_lock:
-            queues = list(self._queues.values())
-        return sorted(queues, key=lambda q: (q.created_ts, q.key))
+        return await self._call(self._queues.list, self._client)
 
     # Tasks.
 
