@@ -213,6 +213,8 @@ async def create_app(
     census = CensusService(store, config, clock)
     metrics = Metrics(census, config, waiters, access, clock, timer=timer)
     app[METRICS] = metrics
+    # Outermost, so the count has the status the errors middleware answered.
+    app.middlewares.insert(0, metrics.http.middleware())
     app[BOT_SERVICE] = BotService(ctx, waiters, metrics=metrics.bot_calls)
     app.add_routes(metrics_routes())
     api = [(service, guard.guarded(service, servicer, access)) for service, servicer in api]

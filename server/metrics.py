@@ -6,7 +6,11 @@ Two kinds of metric, kept apart by cost:
   (`BotCallMetrics`): the poll duration histogram, by the answer's `cmd`,
   and the dispatch latency histogram. Each observation is one
   `Histogram.observe` on a child made in advance; the only label is `cmd`,
-  whose values are fixed here (anything else counts as "other").
+  whose values are fixed here (anything else counts as "other"). And by
+  the outermost middleware on every HTTP request (`HttpMetrics`): requests
+  answered by method, route and status code, each label set's child made
+  once. The route is the path template (`/api/v1/tasks/{task_id}`), or
+  "unmatched" for paths no route serves, so the series stay bounded.
 - Computed at scrape time (`Metrics.render`): tasks queued and running and
   bots by state, per pool, from a census of the Store
   (server/scheduler/census.py), which is taken at most once every
@@ -26,9 +30,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from aiohttp.typedefs import Middleware
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -40,6 +52,7 @@ from protos.api import tasks_pb2
 from server.auth.access import Access
 from server.clock import Clock
 from server.config.live import LiveConfig
+from server.middleware import Handler
 from server.model import TaskResult
 from server.scheduler.census import Census, CensusService
 from server.scheduler.waiters import PollWaiters
@@ -65,6 +78,11 @@ POLL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 # From a task's creation to its run being handed out: seconds on an idle
 # fleet, hours behind a long queue.
 DISPATCH_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+# The `method` label's values; a request with any other method counts as "other".
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The `route` of a request that no route serves (aiohttp's 404 and 405 answers).
+UNMATCHED_ROUTE = "unmatched"
 
 Timer = Callable[[], float]
 
@@ -140,8 +158,54 @@ class BotCallMetrics:
             self._dispatch.observe(max(0.0, result.started_ts - result.created_ts))
 
 
+class HttpMetrics:
+    """The count of HTTP requests answered, by method, route and status code."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._requests = Counter(
+            "drover_http_requests",
+            "HTTP requests answered, by method, route (its path template) and status code.",
+            ["method", "route", "code"],
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    def count(self, method: str, route: str, code: int) -> None:
+        """Counts one request; a label set's child is made the first time it is seen."""
+        key = (method if method in HTTP_METHODS else "other", route, code)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._requests.labels(key[0], route, str(code))
+        child.inc()
+
+    def _count_request(self, request: web.Request, code: int) -> None:
+        resource = request.match_info.route.resource
+        self.count(
+            request.method, UNMATCHED_ROUTE if resource is None else resource.canonical, code
+        )
+
+    def middleware(self) -> Middleware:
+        """An aiohttp middleware counting every request; put it outermost to see every answer."""
+
+        @web.middleware
+        async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+            # A request cancelled (the server stopping) was not answered: not counted.
+            try:
+                response = await handler(request)
+            except web.HTTPException as e:
+                self._count_request(request, e.status)
+                raise
+            except Exception:
+                self._count_request(request, 500)
+                raise
+            self._count_request(request, response.status)
+            return response
+
+        return count_requests
+
+
 class Metrics:
-    """An app's registry: the bot call histograms, and the gauges computed per scrape."""
+    """An app's registry: the bot call histograms, request counts, gauges computed per scrape."""
 
     def __init__(
         self,
@@ -155,6 +219,7 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry()
         self.bot_calls = BotCallMetrics(self.registry, timer or time.perf_counter)
+        self.http = HttpMetrics(self.registry)
         self._census_service = census
         self._config = config
         self._waiters = waiters

@@ -24,6 +24,8 @@ pool {
 }
 """
 ANONYMOUS_ADMIN = 'long_poll_secs: 0\nanonymous_role: "admin"\n'
+# The labels of an answered scrape in drover_http_requests_total.
+METRICS_200 = {"method": "GET", "route": "/metrics", "code": "200"}
 # Each read of the fake timer is this much later than the one before.
 TICK = 0.25
 
@@ -226,3 +228,37 @@ async def test_each_app_has_its_own_registry(make_server: ServerFactory) -> None
         for client in (first, second)
     ]
     assert counts == [1, 2]
+
+
+async def test_http_requests_are_counted_by_method_route_and_code(
+    make_server: ServerFactory,
+) -> None:
+    """Each answered request counts once under its route's template and its status; a path no
+    route serves counts as "unmatched", whatever the path."""
+    client = await make_server()
+    task_id = await new_task(client)
+    assert (await client.get(f"/api/v1/tasks/{task_id}")).status == 200
+    assert (await client.get("/api/v1/tasks/0123456789abcdef0")).status == 404
+    assert (await client.post("/api/v1/tasks", data=b"[1]")).status == 400
+    for path in ("/api/v1/nothing", "/api/v2/more/nothing", "/no/such/page"):
+        assert (await client.get(path)).status == 404
+    assert (await client.request("TRACE", "/api/v1/server")).status == 405
+    bot = await started_bot(client)
+    assert (await bot.poll())["cmd"] == "run"
+    samples = await scrape(client)
+
+    def requests(method: str, route: str, code: str) -> float:
+        return value(samples, "drover_http_requests_total", method=method, route=route, code=code)
+
+    assert requests("POST", "/api/v1/tasks", "200") == 1
+    assert requests("POST", "/api/v1/tasks", "400") == 1
+    assert requests("GET", "/api/v1/tasks/{task_id}", "200") == 1
+    assert requests("GET", "/api/v1/tasks/{task_id}", "404") == 1
+    assert requests("GET", "unmatched", "404") == 3
+    assert requests("other", "unmatched", "405") == 1
+    assert requests("POST", "/swarming/api/v1/bot/handshake", "200") == 1
+    assert requests("POST", "/swarming/api/v1/bot/poll", "200") == 1
+    # A scrape is counted once answered: in the next one.
+    scrapes = ("drover_http_requests_total", frozenset(METRICS_200.items()))
+    assert scrapes not in samples
+    assert (await scrape(client))[scrapes] == 1
