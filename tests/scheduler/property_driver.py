@@ -39,6 +39,7 @@ from tests.scheduler.operations import (
     Restart,
     ToDeadline,
 )
+from tests.scheduler.property_checks import check_tasks
 
 T = TypeVar("T")
 
@@ -50,28 +51,6 @@ class Handing:
     bot_id: str
     confirmed: bool = False
     released: bool = False
-
-
-def view(task: TaskResult | Expected) -> dict[str, object]:
-    """The fields the model predicts, of a stored result or of the model's task."""
-    running = task.state is TaskState.RUNNING
-    return {
-        "state": task.state.name,
-        "try_number": task.try_number,
-        "bot_id": task.bot_id,
-        "current_slice": task.current_slice,
-        "killing": task.killing,
-        "restarting": task.restarting,
-        "exit_code": task.exit_code,
-        "duration": task.duration,
-        "expiration_ts": task.expiration_ts if task.state is TaskState.PENDING else None,
-        "reserved_until": task.reserved_until if running else None,
-        "dead_after_ts": task.dead_after_ts if running else None,
-        "claim_id": task.claim_id if running else None,
-        # An ended task is never paused, whatever it was when it ended.
-        "paused": task.paused,
-        "priority": task.priority,
-    }
 
 
 class Driver:
@@ -407,32 +386,9 @@ class Driver:
 
     def check(self) -> None:
         """Invariants 1, 2, 5 and 6, and the model's prediction of every task."""
-        results = self.results()
         listed = self.run(self.fleet.store.list_tasks(TaskQuery(limit=1000)))
         assert {r.task_id for r in listed.items} == set(self.model.tasks), "a task is lost"
-        believed: dict[str, str] = {}
-        for bot in self.bots:
-            if bot.run_id and bot.confirmed:
-                assert bot.run_id not in believed, f"{bot.bot_id} and {believed[bot.run_id]}"
-                believed[bot.run_id] = bot.bot_id
-        for task_id, result in results.items():
-            task = self.model.tasks[task_id]
-            assert view(result) == view(task), task_id
-            if result.state is TaskState.RUNNING:
-                assert result.bot_id
-                assert result.try_number >= 1
-                holder = believed.get(result.run_id)
-                assert holder in (None, result.bot_id), f"{holder} believes it runs {task_id}"
-            if not result.state.is_active:
-                first = self.finals.setdefault(task_id, result)
-                assert result == first, f"final task {task_id} changed"
-            if result.state is TaskState.EXPIRED:
-                assert result.completed_ts is not None
-                assert result.completed_ts >= result.expiration_ts
-            if task.kill_requested:
-                assert result.state in (TaskState.CANCELED, TaskState.KILLED) or (
-                    result.state is TaskState.RUNNING and result.killing
-                ), f"the kill of {task_id} was lost: {result.state.name}"
+        check_tasks(self.results(), self.model, self.bots, self.finals)
 
     def _handing(self, run_id: str, bot_id: str) -> Handing:
         return next(h for h in reversed(self.handings[run_id]) if h.bot_id == bot_id)
