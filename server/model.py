@@ -154,6 +154,10 @@ class TaskResult:
     # has ended and its children were told to stop (server/scheduler/children.py).
     # While an ended task keeps it, the sweeper finds it due.
     children_to_stop: bool = False
+    # A child's: when a sweep looks at its parent once, in case the parent
+    # ended unseen while the child was being stored (server/scheduler/children.py).
+    # None once looked at and for tasks without a parent; ignored once the task ended.
+    parent_check_ts: float | None = None
 
     @property
     def run_id(self) -> str:

@@ -12,8 +12,8 @@ How it survives concurrency and crashes:
 
 - Creating a child first marks its parent with `children_to_stop`
   (`adopt`, a compare-and-set that refuses a parent that has ended), then
-  stores the child, then looks at the parent again and cancels the child
-  at once if the parent ended meanwhile.
+  stores the child, then looks at the parent again (`confirm_parent`) and
+  cancels the child at once if the parent ended meanwhile.
 - Whoever ends a task (a bot's task_update, task_error or claim, a cancel,
   the sweeper) calls `stop_children` with the record its own
   compare-and-set stored. It cancels each active child, each with its own
@@ -25,9 +25,14 @@ How it survives concurrency and crashes:
   cancelled or asked to stop is not changed again), so two processes doing
   it at once only repeat compare-and-sets that change nothing.
 
-One window is left: the parent ends between its child's `adopt` and the
-child's storing, and the creating server dies before its second look at
-the parent. That child then runs until its own expiration and timeouts.
+- The parent may also end between its child's `adopt` and the child's
+  storing, too early for its own listing to see the child, and the
+  creating server die before its second look. So a child is stored with
+  a `parent_check_ts` PARENT_CHECK_SECS after its creation, which makes it
+  due then (server/store/rules.py `due_ts`), and the second look clears
+  it. Left set, by a server that died, the sweep at that time looks at the
+  parent once (`parent_checked`), cancels the child if the parent has
+  ended, and clears the check. Any later end of the parent lists the child.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 
 from server.errors import InvalidRequest
-from server.model import TaskQuery, TaskResult, TaskState
+from server.model import TaskQuery, TaskResult, TaskState, evolve
 from server.scheduler import transitions
 from server.scheduler.mutation import mutate
 from server.store.base import Store
@@ -45,6 +50,9 @@ PARENT_TAG = "parent_task_id"
 # Children listed per Store page while stopping them.
 PAGE = 1000
 ACTIVE = frozenset({TaskState.PENDING, TaskState.RUNNING})
+# How long after its creation a sweep looks at a child's parent. Longer than
+# any creation takes, so the creating server has long made its second look.
+PARENT_CHECK_SECS = 10.0
 
 
 def parent_tag(parent_id: str) -> str:
@@ -72,6 +80,41 @@ async def adopt(store: Store, parent_id: str) -> TaskResult:
             "a finished task cannot have new children"
         )
     return parent
+
+
+async def confirm_parent(store: Store, child: TaskResult, parent_id: str, now: float) -> TaskResult:
+    """The creation's second look at the parent of `child`, just stored; returns the child.
+
+    A parent that ended after `adopt`, maybe before this child could be
+    listed, gets the child cancelled at once; else the child's parent check
+    is cleared, as the sweeper would do it later.
+    """
+    if not child.state.is_active:
+        return child
+    parent = await store.get_result(parent_id)
+    if parent is None or not parent.state.is_active:
+        stored, _ = await cancel(store, child.task_id, now, kill_running=True)
+    else:
+        stored, _ = await mutate(store, child.task_id, _parent_seen)
+    return stored
+
+
+def _parent_seen(child: TaskResult) -> TaskResult | None:
+    """Clears a child's parent check; None when there is none to clear."""
+    return None if child.parent_check_ts is None else evolve(child, parent_check_ts=None)
+
+
+async def parent_checked(store: Store, child: TaskResult, parent_id: str, now: float) -> TaskResult:
+    """`child` once its parent has been looked at: cancelled if the parent ended, check cleared.
+
+    A running child is asked to stop, as when its parent's end reaches it.
+    A parent that is gone counts as ended. The sweeper calls it inside its
+    compare-and-set of the child, past `parent_check_ts`.
+    """
+    parent = await store.get_result(parent_id)
+    if parent is None or not parent.state.is_active:
+        child = transitions.cancel(child, now=now, kill_running=True) or child
+    return evolve(child, parent_check_ts=None)
 
 
 async def stop_children(store: Store, parent: TaskResult, now: float) -> bool:

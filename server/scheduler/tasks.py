@@ -107,6 +107,7 @@ class TaskService:
             user=request.user,
             tags=request.tags,
             retry_of=retry_of,
+            parent_check_ts=now + children.PARENT_CHECK_SECS if parent_id else None,
         )
         window = self._config.current.settings.reusable_task_age_secs
         reuse = await dedup.find_dedup(self._store, request, now, window)
@@ -124,13 +125,8 @@ class TaskService:
             existing = await self._store.get_request(stored.task_id)
             assert existing is not None, "a stored result always has its request"
             return existing, stored
-        if parent_id and stored.state.is_active:
-            parent = await self.get_result(parent_id)
-            if not parent.state.is_active:
-                # It ended after `adopt`, maybe before this child could be listed.
-                stored, _ = await children.cancel(
-                    self._store, stored.task_id, now, kill_running=True
-                )
+        if parent_id:
+            stored = await children.confirm_parent(self._store, stored, parent_id, now)
         if stored.is_dispatchable:
             self._notifier.notify(stored.queue_key)
             # The poll just woken claims and answers its bot before this

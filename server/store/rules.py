@@ -79,19 +79,26 @@ def due_ts(result: TaskResult) -> float | None:
     """The task's next deadline for the sweeper (list_due), or None when it has none.
 
     A pending task's is its current slice's expiration; a running one's is
-    the earlier of its unconfirmed reservation and its liveness deadline. An
-    ended task is due from its end while its children are still to stop, so
-    a sweeper finishes that for a server that ended it and died
+    the earlier of its unconfirmed reservation and its liveness deadline;
+    either's is earlier when its parent check comes first. An ended task is
+    due from its end while its children are still to stop, so a sweeper
+    finishes that for a server that ended it and died
     (server/scheduler/children.py).
     """
     if result.children_to_stop and not result.state.is_active:
         return result.completed_ts if result.completed_ts is not None else result.modified_ts
+    deadline: float | None
     if result.state is TaskState.PENDING:
-        return result.expiration_ts
-    if result.state is TaskState.RUNNING:
-        deadlines = [t for t in (result.reserved_until, result.dead_after_ts) if t is not None]
-        return min(deadlines, default=None)
-    return None
+        deadline = result.expiration_ts
+    elif result.state is TaskState.RUNNING:
+        running = (result.reserved_until, result.dead_after_ts)
+        deadline = min((t for t in running if t is not None), default=None)
+    else:
+        return None
+    check = result.parent_check_ts
+    if check is None or (deadline is not None and deadline <= check):
+        return deadline
+    return check
 
 
 def reusable_hash(result: TaskResult) -> str | None:

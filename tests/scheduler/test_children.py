@@ -187,6 +187,63 @@ async def test_a_child_stored_while_its_parent_ends_is_cancelled_at_once(fleet: 
     assert (await _stored(fleet, child.task_id)).state is TaskState.CANCELED
 
 
+async def test_a_child_whose_server_died_before_its_second_look_is_cancelled_by_a_sweep(
+    fleet: Fleet,
+) -> None:
+    """A parent that ends between its child's check and the child's storing, while the
+    creating server dies before its second look, leaves the child pending: the sweep at its
+    parent check cancels it, and nothing is due afterwards."""
+    _, created = await fleet.tasks.create(UNRUNNABLE.draft())
+    adopt = children.adopt
+
+    async def adopt_then_end(store: object, parent_id: str) -> TaskResult:
+        parent = await adopt(fleet.store, parent_id)
+        assert await fleet.tasks.cancel(parent_id, kill_running=True) == (True, False)
+        return parent
+
+    died = RuntimeError("the server died")
+    with (
+        unittest.mock.patch.object(children, "adopt", adopt_then_end),
+        unittest.mock.patch.object(children, "confirm_parent", side_effect=died),
+        pytest.raises(RuntimeError, match="died"),
+    ):
+        await _child(fleet, created.task_id, UNRUNNABLE)
+    [orphan] = [t for t in await _listed(fleet) if t.task_id != created.task_id]
+    assert orphan.state is TaskState.PENDING
+    assert orphan.parent_check_ts == fleet.clock.now() + children.PARENT_CHECK_SECS
+    fleet.clock.advance(children.PARENT_CHECK_SECS - 1)
+    assert await fleet.sweeper.run_once() == 0
+    fleet.clock.advance(1)
+    assert await fleet.sweeper.run_once() == 1
+    swept = await _stored(fleet, orphan.task_id)
+    assert (swept.state, swept.parent_check_ts) == (TaskState.CANCELED, None)
+    assert await fleet.store.list_due(fleet.clock.now() + 3000, 10) == []
+
+
+async def test_a_child_of_a_live_parent_is_left_alone_by_its_parent_check(fleet: Fleet) -> None:
+    """The creation's second look clears the parent check of a child whose parent lives; left
+    set (the server died first), the sweep at that time only clears it."""
+    _, created = await fleet.tasks.create(UNRUNNABLE.draft())
+    child = await _child(fleet, created.task_id, UNRUNNABLE)
+    assert (child.state, child.parent_check_ts) == (TaskState.PENDING, None)
+    with (
+        unittest.mock.patch.object(children, "confirm_parent", side_effect=RuntimeError),
+        pytest.raises(RuntimeError),
+    ):
+        await _child(fleet, created.task_id, UNRUNNABLE)
+    [unchecked] = [t for t in await _listed(fleet) if t.parent_check_ts is not None]
+    fleet.clock.advance(children.PARENT_CHECK_SECS)
+    assert await fleet.sweeper.run_once() == 1
+    swept = await _stored(fleet, unchecked.task_id)
+    assert (swept.state, swept.parent_check_ts) == (TaskState.PENDING, None)
+    assert swept.version == unchecked.version + 1
+    assert (await _stored(fleet, created.task_id)).state is TaskState.PENDING
+
+
+async def _listed(fleet: Fleet) -> list[TaskResult]:
+    return list((await fleet.store.list_tasks(TaskQuery(limit=100))).items)
+
+
 async def test_an_ended_task_cannot_become_a_parent(fleet: Fleet) -> None:
     """Creating a child of a task that has ended is refused and stores nothing, the
     parent included."""

@@ -257,6 +257,19 @@ async def test_list_due_includes_ended_tasks_with_children_to_stop(store: Store)
     assert await store.list_due(NOW, 10) == []
 
 
+async def test_list_due_includes_active_children_at_their_parent_check(store: Store) -> None:
+    """An active child is due at its parent check if that comes before its other deadlines,
+    and no longer once the check is cleared; an ended one's check is ignored."""
+    pending = await add_task(store, 1, expiration_ts=NOW + 100, parent_check_ts=NOW - 1)
+    await add_task(store, 2, state=TaskState.RUNNING, dead_after_ts=NOW + 50, parent_check_ts=NOW)
+    await add_task(store, 3, expiration_ts=NOW + 100, parent_check_ts=NOW + 10)
+    await add_task(store, 4, state=TaskState.CANCELED, completed_ts=NOW, parent_check_ts=NOW)
+    due = await store.list_due(NOW, 10)
+    assert [r.task_id for r in due] == [task_id(1), task_id(2)]
+    await store.update_result(dataclasses.replace(pending, parent_check_ts=None))
+    assert [r.task_id for r in await store.list_due(NOW, 10)] == [task_id(2)]
+
+
 async def test_list_due_follows_updates(store: Store) -> None:
     """A task that completes is no longer due."""
     stored = await add_task(store, 1, expiration_ts=NOW - 1)
