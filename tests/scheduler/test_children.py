@@ -3,10 +3,12 @@ ends the parent, in whatever server process, and after a server died halfway."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 import unittest.mock
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -170,10 +172,8 @@ async def test_children_a_dead_server_left_running_are_stopped_by_the_next_sweep
     assert await fleet.sweeper.run_once() == 0
 
 
-async def test_a_child_stored_while_its_parent_ends_is_cancelled_at_once(fleet: Fleet) -> None:
-    """A parent that ends between its child's check and the child's storing (too early for
-    its own listing to see the child) gets the child cancelled by the creation itself."""
-    _, created = await fleet.tasks.create(UNRUNNABLE.draft())
+def _parent_ends_once_adopted(fleet: Fleet) -> contextlib.AbstractContextManager[Any]:
+    """Patches `adopt` so that the parent is cancelled right after its child's check."""
     adopt = children.adopt
 
     async def adopt_then_end(store: object, parent_id: str) -> TaskResult:
@@ -181,7 +181,14 @@ async def test_a_child_stored_while_its_parent_ends_is_cancelled_at_once(fleet: 
         assert await fleet.tasks.cancel(parent_id, kill_running=True) == (True, False)
         return parent
 
-    with unittest.mock.patch.object(children, "adopt", adopt_then_end):
+    return unittest.mock.patch.object(children, "adopt", adopt_then_end)
+
+
+async def test_a_child_stored_while_its_parent_ends_is_cancelled_at_once(fleet: Fleet) -> None:
+    """A parent that ends between its child's check and the child's storing (too early for
+    its own listing to see the child) gets the child cancelled by the creation itself."""
+    _, created = await fleet.tasks.create(UNRUNNABLE.draft())
+    with _parent_ends_once_adopted(fleet):
         child = await _child(fleet, created.task_id, UNRUNNABLE)
     assert child.state is TaskState.CANCELED
     assert (await _stored(fleet, child.task_id)).state is TaskState.CANCELED
@@ -194,16 +201,9 @@ async def test_a_child_whose_server_died_before_its_second_look_is_cancelled_by_
     creating server dies before its second look, leaves the child pending: the sweep at its
     parent check cancels it, and nothing is due afterwards."""
     _, created = await fleet.tasks.create(UNRUNNABLE.draft())
-    adopt = children.adopt
-
-    async def adopt_then_end(store: object, parent_id: str) -> TaskResult:
-        parent = await adopt(fleet.store, parent_id)
-        assert await fleet.tasks.cancel(parent_id, kill_running=True) == (True, False)
-        return parent
-
     died = RuntimeError("the server died")
     with (
-        unittest.mock.patch.object(children, "adopt", adopt_then_end),
+        _parent_ends_once_adopted(fleet),
         unittest.mock.patch.object(children, "confirm_parent", side_effect=died),
         pytest.raises(RuntimeError, match="died"),
     ):
