@@ -60,7 +60,11 @@ def count_queued(client: Any, queue_key: str, now: float) -> int:
     (queue, due_ts) index and reads no entity. Not a count aggregation:
     the emulator the tests run against does not implement
     RunAggregationQuery (501). The cost grows with the answer, never with
-    other queues: about one key read per queued task.
+    other queues: about one key read per queued task. One exception: a
+    child whose parent check has come (its creating server died before
+    clearing it, server/scheduler/children.py) is due at that check, not at
+    its expiration, so it is not counted until the sweep that is then due
+    clears the check, within a sweep interval.
     """
     queued = query(
         client,
