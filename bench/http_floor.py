@@ -23,12 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from server import jsonio  # noqa: E402
 from server.cli.serve import GC_THRESHOLDS, new_event_loop  # noqa: E402
 
 BOT_API = "/swarming/api/v1/bot"
@@ -71,12 +71,12 @@ def make_app(tasks: int) -> web.Application:
     numbers = itertools.count(1)
 
     async def body(request: web.Request) -> dict[str, Any]:
-        value: dict[str, Any] = orjson.loads(await request.read())
+        value: dict[str, Any] = jsonio.loads(await request.read())
         return value
 
     def answer(payload: dict[str, Any]) -> web.Response:
         return web.Response(
-            body=orjson.dumps(payload), content_type="application/json", charset="utf-8"
+            body=jsonio.dumps_bytes(payload), content_type="application/json", charset="utf-8"
         )
 
     async def ping(request: web.Request) -> web.Response:

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from server import ids
 from server.errors import InvalidRequest
-from server.model import TaskQuery, TaskResult, TaskState, evolve
+from server.model import TaskQuery, TaskRequest, TaskResult, TaskState, evolve
 from server.scheduler import transitions
 from server.scheduler.mutation import mutate
 from server.store.base import Store
@@ -91,8 +92,7 @@ async def confirm_parent(store: Store, child: TaskResult, parent_id: str, now: f
     """
     if not child.state.is_active:
         return child
-    parent = await store.get_result(parent_id)
-    if parent is None or not parent.state.is_active:
+    if await _parent_ended(store, parent_id):
         stored, _ = await cancel(store, child.task_id, now, kill_running=True)
     else:
         stored, _ = await mutate(store, child.task_id, _parent_seen)
@@ -104,17 +104,24 @@ def _parent_seen(child: TaskResult) -> TaskResult | None:
     return None if child.parent_check_ts is None else evolve(child, parent_check_ts=None)
 
 
-async def parent_checked(store: Store, child: TaskResult, parent_id: str, now: float) -> TaskResult:
+async def parent_checked(
+    store: Store, child: TaskResult, request: TaskRequest, now: float
+) -> TaskResult:
     """`child` once its parent has been looked at: cancelled if the parent ended, check cleared.
 
     A running child is asked to stop, as when its parent's end reaches it.
-    A parent that is gone counts as ended. The sweeper calls it inside its
-    compare-and-set of the child, past `parent_check_ts`.
+    The sweeper calls it inside its compare-and-set of the child, past
+    `parent_check_ts`; `request` is the child's.
     """
-    parent = await store.get_result(parent_id)
-    if parent is None or not parent.state.is_active:
+    if await _parent_ended(store, ids.split_run_id(request.parent_task_id)[0]):
         child = transitions.cancel(child, now=now, kill_running=True) or child
     return evolve(child, parent_check_ts=None)
+
+
+async def _parent_ended(store: Store, parent_id: str) -> bool:
+    """True when the parent has ended, or is gone."""
+    parent = await store.get_result(parent_id)
+    return parent is None or not parent.state.is_active
 
 
 async def stop_children(store: Store, parent: TaskResult, now: float) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from server import ids
 from server.clock import Clock
 from server.model import TaskRequest, TaskResult, TaskState
 from server.scheduler import children, transitions
@@ -107,8 +106,7 @@ class Sweeper:
             fallback = await self._tasks.wait_on_runnable_slice(request, result, start, now)
             result = fallback or transitions.expire(result, now=now)
         if result.parent_check_ts is not None and result.parent_check_ts <= now:
-            parent_id = ids.split_run_id(request.parent_task_id)[0]
-            result = await children.parent_checked(self._store, result, parent_id, now)
+            result = await children.parent_checked(self._store, result, request, now)
         return None if result is current else result
 
 
