@@ -20,6 +20,7 @@ from google.api import annotations_pb2, http_pb2, httpbody_pb2
 from google.protobuf import descriptor, json_format, message, message_factory, timestamp_pb2
 
 from server import jsonio
+from server.api import protojson
 from server.auth.principal import ANONYMOUS, Principal
 from server.errors import InvalidRequest, PermissionDenied
 
@@ -144,10 +145,7 @@ async def _stream(
 
 def to_json(msg: message.Message) -> dict[str, Any]:
     """The proto3 JSON mapping with proto field names and defaults shown (DESIGN.md 4.2)."""
-    out: dict[str, Any] = json_format.MessageToDict(
-        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    return out
+    return protojson.to_json(msg)
 
 
 def _parse_json_body(raw: bytes, msg: message.Message) -> None:
@@ -163,7 +161,7 @@ def _parse_json_body(raw: bytes, msg: message.Message) -> None:
             f" not {type(value).__name__}"
         )
     try:
-        json_format.ParseDict(value, msg)
+        protojson.parse(value, msg)
     except json_format.ParseError as e:
         raise InvalidRequest(f"the body does not fit {name}: {e}") from e
 
