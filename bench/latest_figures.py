@@ -83,6 +83,19 @@ def _rows(runs: Json) -> list[tuple[str, str, str]]:
                 "p99 ≤ Celery's; < 5 ms first",
             )
         )
+    cycles = runs.get("b2s", {}).get("results")
+    if cycles is not None:
+        ours, theirs = cycles["handed_over"], cycles["claimed"]
+        rows.append(
+            (
+                "B2 in-process: create to the held poll's `run`",
+                f"handed over p50 {_f(ours['create_to_run']['p50_ms'], ' ms')}, "
+                f"{_f(ours['cpu_us_per_cycle'])} µs CPU per task; claimed instead "
+                f"p50 {_f(theirs['create_to_run']['p50_ms'], ' ms')}, "
+                f"{_f(theirs['cpu_us_per_cycle'])} µs (x{_f(cycles['handed_over_cpu_ratio'])})",
+                "",
+            )
+        )
     for fleet in runs.get("b3", {}).get("results", {}).get("fleets", []):
         rows.append(
             (

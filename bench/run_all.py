@@ -29,6 +29,7 @@ SCRIPTS = {
     "b1": "b1_throughput.py",
     "b1s": "b1_services.py",
     "b2": "b2_latency.py",
+    "b2s": "b2_services.py",
     "b3": "b3_idle.py",
     "b4": "b4_poll_depth.py",
     "b5": "b5_memory.py",

@@ -39,7 +39,7 @@ from server.botapi.poll_records import (
 from server.config.model import Settings
 from server.errors import Unauthenticated
 from server.metrics import BotCallMetrics, Stopwatch
-from server.model import Bot, BotEvent, TaskResult, evolve
+from server.model import Bot, BotEvent, TaskRequest, TaskResult, evolve
 from server.scheduler import transitions
 from server.scheduler.waiters import NEW_QUEUE, HoldTimers, PollWaiters
 from server.store.base import Dispatch
@@ -303,12 +303,18 @@ class BotService:
         """
         bot = dispatcher.bot
         deadline = self._holds.deadline(settings.long_poll_secs)
+        offer = functools.partial(self._handed_over, dispatcher, settings)
         while True:
             keys = self._ctx.queues.queues_for(bot.bot_id, bot.dimensions)
-            with self._waiters.waiting([*keys, NEW_QUEUE]) as waiter:
+            with self._waiters.waiting([*keys, NEW_QUEUE], offer) as waiter:
                 watch.hold()
                 ended = await self._holds.wait(waiter, deadline)
+                # A task promised as it was created: its creation settles it.
+                handed = await waiter.handed_over()
                 watch.resume()
+            if handed is not None:
+                self._observe_dispatch(handed)
+                return handed
             try:
                 dispatched = await self._reserve(dispatcher, settings, self._ctx.clock.now())
             except BaseException:
@@ -329,20 +335,29 @@ class BotService:
         dispatched = await self._ctx.store.dispatch_next(
             keys,
             now,
-            lambda r: transitions.reserve(
-                r,
-                bot_id=bot.bot_id,
-                bot_dimensions=bot.dimensions,
-                bot_version=bot.version,
-                now=now,
-                reserve_until=now + settings.reservation_timeout_secs,
-            ),
+            functools.partial(_reserve_for, bot, settings, now),
             functools.partial(dispatcher.record, now=now),
         )
-        # A termination task waits for its one bot, not for capacity: not a dispatch to time.
-        if dispatched is not None and dispatched[1].reply.reply.get("cmd") == "run":
-            self._metrics.observe_dispatch(dispatched[0])
+        if dispatched is not None:
+            self._observe_dispatch(dispatched)
         return dispatched
+
+    @staticmethod
+    def _handed_over(
+        dispatcher: Dispatcher,
+        settings: Settings,
+        result: TaskResult,
+        request: TaskRequest,
+        now: float,
+    ) -> tuple[TaskResult, Dispatch]:
+        """A new task handed to this held poll: reserved as a claim reserves it, then recorded."""
+        reserved = _reserve_for(dispatcher.bot, settings, now, result)
+        return reserved, dispatcher.record(reserved, request, now=now)
+
+    def _observe_dispatch(self, dispatched: tuple[TaskResult, Dispatch]) -> None:
+        # A termination task waits for its one bot, not for capacity: not a dispatch to time.
+        if dispatched[1].reply.reply.get("cmd") == "run":
+            self._metrics.observe_dispatch(dispatched[0])
 
     @staticmethod
     def _sleep(duration: float, quarantined: bool = False, message: str = "") -> dict[str, Any]:
@@ -355,6 +370,18 @@ class BotService:
         if message:
             reply["message"] = message
         return reply
+
+
+def _reserve_for(bot: Bot, settings: Settings, now: float, result: TaskResult) -> TaskResult:
+    """The task's new run, reserved for `bot` until it confirms (transitions.reserve)."""
+    return transitions.reserve(
+        result,
+        bot_id=bot.bot_id,
+        bot_dimensions=bot.dimensions,
+        bot_version=bot.version,
+        now=now,
+        reserve_until=now + settings.reservation_timeout_secs,
+    )
 
 
 def _bot_id_of(report: BotReport) -> str:

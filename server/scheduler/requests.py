@@ -2,6 +2,7 @@
 
 `validate` takes a request as the API decoded it (defaults applied) and
 returns it normalized, or raises InvalidRequest naming the offending field.
+`termination` drafts the task that terminates a bot.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from server import ids
 from server.dimensions import normalize_pairs
 from server.errors import InvalidRequest
-from server.model import TaskProperties, TaskRequest, TaskSlice, evolve
+from server.model import Bot, TaskProperties, TaskRequest, TaskSlice, evolve
 
 DEFAULT_PRIORITY = 200
 DEFAULT_EXECUTION_TIMEOUT_SECS = 3600
@@ -29,6 +30,29 @@ MAX_RETRIES = 5
 BOT_PING_TOLERANCE_RANGE = (60, 3600)
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def termination(bot: Bot) -> TaskRequest:
+    """The draft of the task that terminates `bot`: pinned to it, of the highest priority."""
+    pool = (bot.dimensions.get("pool") or ["default"])[0]
+    return TaskRequest(
+        task_id="",
+        created_ts=0.0,
+        name=f"Terminate {bot.bot_id}",
+        priority=0,
+        slices=[
+            TaskSlice(
+                properties=TaskProperties(
+                    command=["terminate"],
+                    dimensions=[("id", bot.bot_id), ("pool", pool)],
+                ),
+                expiration_secs=MAX_EXPIRATION_SECS,
+            )
+        ],
+        tags=[f"terminate:{bot.bot_id}"],
+        bot_ping_tolerance_secs=BOT_PING_TOLERANCE_RANGE[1],
+        is_termination=True,
+    )
 
 
 def validate(request: TaskRequest) -> TaskRequest:

@@ -22,12 +22,10 @@ from server.model import (
     BotQuery,
     DimensionPairs,
     Page,
-    TaskProperties,
     TaskQuery,
     TaskReport,
     TaskRequest,
     TaskResult,
-    TaskSlice,
     TaskState,
     evolve,
 )
@@ -35,7 +33,7 @@ from server.scheduler import children, dedup, reports, requests, transitions
 from server.scheduler.children import PARENT_TAG
 from server.scheduler.mutation import mutate
 from server.scheduler.queues import QueueIndex
-from server.scheduler.waiters import Notifier, NullNotifier, PollWaiters
+from server.scheduler.waiters import Arrivals, Dispatched, NullNotifier, PollWaiters, Waiter
 from server.store.base import Store
 
 # New IDs tried when one is taken: 16 random bits per millisecond make a
@@ -61,7 +59,7 @@ class TaskService:
         config: ConfigSource,
         clock: Clock,
         queues: QueueIndex,
-        notifier: Notifier | None = None,
+        notifier: Arrivals | None = None,
         output_waiters: PollWaiters | None = None,
     ) -> None:
         self._store = store
@@ -81,7 +79,9 @@ class TaskService:
         it; with none, the task is NO_RESOURCE at once. A repeated
         `request_uuid` returns the task created the first time. A child marks
         its parent first, and is cancelled at once if the parent ended while
-        it was being stored (server/scheduler/children.py).
+        it was being stored (server/scheduler/children.py). A task that a
+        held poll can take is stored reserved for that poll's bot and handed
+        to it (server/scheduler/waiters.py): the result returned is running.
         """
         now = self._clock.now()
         request = requests.validate(evolve(draft, created_ts=now))
@@ -120,7 +120,14 @@ class TaskService:
             )
         else:
             result = waiting
-        request, stored, created = await self._store_new(request, result, now)
+        # A held poll that can take the task has it handed over as it is stored.
+        held = self._notifier.held_poll(result.queue_key) if result.is_dispatchable else None
+        handed: Dispatched | None = None
+        try:
+            request, stored, created, handed = await self._store_new(request, result, now, held)
+        finally:
+            if held is not None:
+                held.deliver(handed)  # None releases the poll: it waits on
         if not created:
             existing = await self._store.get_request(stored.task_id)
             assert existing is not None, "a stored result always has its request"
@@ -129,27 +136,33 @@ class TaskService:
             stored = await children.confirm_parent(self._store, stored, parent_id, now)
         if stored.is_dispatchable:
             self._notifier.notify(stored.queue_key)
-            # The poll just woken claims and answers its bot before this
-            # call's own answer is built: submit-to-start is the figure.
+        if held is not None or stored.is_dispatchable:
+            # The poll handed the task, or just woken to claim it, answers its
+            # bot before this call's own answer is built: submit-to-start is the figure.
             await asyncio.sleep(0)
         return request, stored
 
     async def _store_new(
-        self, request: TaskRequest, result: TaskResult, now: float
-    ) -> tuple[TaskRequest, TaskResult, bool]:
+        self, request: TaskRequest, result: TaskResult, now: float, held: Waiter | None
+    ) -> tuple[TaskRequest, TaskResult, bool, Dispatched | None]:
         """Stores a new task, under a fresh ID while its random bits collide (PROTOCOL.md 4.2).
 
-        Returns (request as stored, result, created) as Store.create_task does.
+        Returns (request as stored, result, created) as Store.create_task
+        does, and the dispatch of the task when it was handed to `held`.
         """
         for _ in range(MAX_ID_ATTEMPTS):
+            handed = None
+            if held is not None and held.offer is not None:
+                handed = held.offer(result, request, now)
+            first, dispatch = handed or (result, None)
             try:
-                stored, created = await self._store.create_task(request, result)
+                stored, created = await self._store.create_task(request, first, dispatch)
             except Conflict:
                 task_id = ids.new_task_id(now)
                 request = dataclasses.replace(request, task_id=task_id)
                 result = dataclasses.replace(result, task_id=task_id)
                 continue
-            return request, stored, created
+            return request, stored, created, handed if created else None
         raise Conflict("no free task ID was found, try again")
 
     async def wait_on_runnable_slice(
@@ -194,26 +207,7 @@ class TaskService:
         Like Swarming, termination is a task: it waits for the bot to finish
         what it runs, and the bot acknowledges it like a task it completed.
         """
-        pool = (bot.dimensions.get("pool") or ["default"])[0]
-        draft = TaskRequest(
-            task_id="",
-            created_ts=0.0,
-            name=f"Terminate {bot.bot_id}",
-            priority=0,
-            slices=[
-                TaskSlice(
-                    properties=TaskProperties(
-                        command=["terminate"],
-                        dimensions=[("id", bot.bot_id), ("pool", pool)],
-                    ),
-                    expiration_secs=requests.MAX_EXPIRATION_SECS,
-                )
-            ],
-            tags=[f"terminate:{bot.bot_id}"],
-            bot_ping_tolerance_secs=requests.BOT_PING_TOLERANCE_RANGE[1],
-            is_termination=True,
-        )
-        request, _ = await self.create(draft)
+        request, _ = await self.create(requests.termination(bot))
         return request.task_id
 
     async def get_result(self, task_id: str) -> TaskResult:

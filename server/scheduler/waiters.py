@@ -9,6 +9,15 @@ woken poll is handed the queue key; if its claim then takes a task of
 another queue (`claimed`) or fails (`pass_on`), it passes the key on, so a
 task is never left waiting while a poll that could take it sleeps.
 
+A held poll may also take a task as it is created (`held_poll`): the
+creation finds the oldest poll of the task's queue not woken yet, promises
+the task to it, stores the task already reserved for that poll's bot with
+the poll's dispatch in its own transaction (Store.create_task), and hands
+the dispatch over. The poll answers at once, without a claim of its own.
+Only a poll nothing has woken is promised a task: it found no work in any
+of its queues at its last claim, so the new task is what its claim would
+take. A creation that fails releases its promise and the poll waits on.
+
 Everything else wakes every waiter of a key (`notify`): a new queue (any
 poll may match it), the output followers of a task, and the tasks that
 other server processes queued, which are found by a re-check of the Store
@@ -24,8 +33,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
+
+from server.model import TaskRequest, TaskResult
+from server.store.base import Dispatch
+
+# A task handed to a held poll: its first run, reserved for the poll's bot,
+# and what the poll's dispatch records (as Store.dispatch_next returns them).
+Dispatched = tuple[TaskResult, Dispatch]
+# What a held poll would record for a new task handed to it at a time.
+Offer = Callable[[TaskResult, TaskRequest, float], Dispatched]
 
 # The pseudo queue notified whenever a new queue appears: a held poll cannot
 # be registered under a queue that did not exist when it started waiting.
@@ -41,12 +59,39 @@ UNROUNDED_TICKS = 10
 class Waiter:
     """One held poll's wake-up: set once, by a notification or by its timeout."""
 
-    __slots__ = ("_future", "handed")
+    __slots__ = ("_future", "_promise", "handed", "offer")
 
-    def __init__(self) -> None:
+    def __init__(self, offer: Offer | None = None) -> None:
         self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # The queue key of the task a `notify_one` handed this waiter, if any.
         self.handed: str | None = None
+        # How the poll takes a task handed over at its creation (None: it cannot).
+        self.offer = offer
+        # Settled with the task handed over, or None when its creation failed
+        # (the poll may be promised another one then).
+        self._promise: asyncio.Future[Dispatched | None] | None = None
+
+    @property
+    def promised(self) -> bool:
+        """True while a task being created is promised to this waiter."""
+        return self._promise is not None and not self._promise.done()
+
+    def promise(self) -> None:
+        """Promises the waiter a task being created (PollWaiters.held_poll)."""
+        self._promise = asyncio.get_running_loop().create_future()
+
+    def deliver(self, dispatched: Dispatched | None) -> None:
+        """Settles the promise: the task stored for this poll wakes it, None releases it."""
+        if self._promise is not None and not self._promise.done():
+            self._promise.set_result(dispatched)
+        if dispatched is not None:
+            self.set()
+
+    async def handed_over(self) -> Dispatched | None:
+        """The task handed to this waiter, once its creation settles; None if none was."""
+        if self._promise is None:
+            return None
+        return await self._promise
 
     def set(self) -> None:
         """Wakes the waiter (again: no effect)."""
@@ -147,10 +192,23 @@ class PollWaiters:
         its own key on.
         """
         for waiter in self._waiting.get(queue_key, ()):
-            if not waiter.is_set():
+            if not waiter.is_set() and not waiter.promised:
                 waiter.handed = queue_key
                 waiter.set()
                 return
+
+    def held_poll(self, queue_key: str) -> Waiter | None:
+        """Promises a task being created in `queue_key` to the oldest poll that can take it.
+
+        That is a poll not woken, not promised a task yet and holding an
+        offer. The caller must `deliver` to the waiter returned, the task
+        or None, whatever happens.
+        """
+        for waiter in self._waiting.get(queue_key, ()):
+            if waiter.offer is not None and not waiter.is_set() and not waiter.promised:
+                waiter.promise()
+                return waiter
+        return None
 
     def claimed(self, waiter: Waiter, queue_key: str | None) -> None:
         """Settles a woken poll's claim: it took a task of `queue_key` (None: no task).
@@ -171,13 +229,15 @@ class PollWaiters:
             self.notify_one(handed)
 
     @contextlib.contextmanager
-    def waiting(self, queue_keys: Sequence[str]) -> Iterator[Waiter]:
+    def waiting(self, queue_keys: Sequence[str], offer: Offer | None = None) -> Iterator[Waiter]:
         """Registers one waiter under every key for the duration of the block.
 
-        A block left by an exception (a poll cancelled while it waited)
-        hands on any task its waiter was woken for.
+        With `offer`, a task may be handed to it as it is created
+        (held_poll). A block left by an exception (a poll cancelled while it
+        waited) hands on any task its waiter was woken for; a task promised
+        to it stays reserved for its bot until the reservation times out.
         """
-        waiter = Waiter()
+        waiter = Waiter(offer)
         for key in queue_keys:
             self._waiting.setdefault(key, {})[waiter] = None
         try:
@@ -212,11 +272,21 @@ class Notifier(Protocol):
     def notify(self, queue_key: str) -> None: ...
 
 
+class Arrivals(Notifier, Protocol):
+    """The notifier of task creation, which may hand a new task to a held poll."""
+
+    def held_poll(self, queue_key: str) -> Waiter | None: ...
+
+
 class NullNotifier:
     """A notifier that tells no one."""
 
     def notify(self, queue_key: str) -> None:
         """Does nothing."""
+
+    def held_poll(self, queue_key: str) -> Waiter | None:
+        """No poll is held here."""
+        return None
 
 
 class TaskArrivals:
@@ -232,3 +302,7 @@ class TaskArrivals:
     def notify(self, queue_key: str) -> None:
         """One task entered `queue_key`: wake one poll waiting on it."""
         self._waiters.notify_one(queue_key)
+
+    def held_poll(self, queue_key: str) -> Waiter | None:
+        """A held poll promised the task being created in `queue_key` (PollWaiters.held_poll)."""
+        return self._waiters.held_poll(queue_key)

@@ -133,13 +133,17 @@ class Store(Protocol):
     # Tasks.
 
     async def create_task(
-        self, request: TaskRequest, result: TaskResult
+        self, request: TaskRequest, result: TaskResult, dispatch: Dispatch | None = None
     ) -> tuple[TaskResult, bool]:
         """Stores a new task atomically: request, result and its place in its queue.
 
         If `request.request_uuid` is set and a task with the same uuid exists,
         stores nothing and returns (existing result, False); else (result, True).
         Raises Conflict, storing nothing, when a task with this ID exists.
+
+        With `dispatch`, the task is handed to a held poll as it is created:
+        `result` is its first run, reserved for the bot, and the dispatch is
+        written in the same transaction, as dispatch_next writes it.
         """
         ...
 

@@ -216,10 +216,12 @@ class DatastoreStore:
     # Tasks.
 
     async def create_task(
-        self, request: TaskRequest, result: TaskResult
+        self, request: TaskRequest, result: TaskResult, dispatch: Dispatch | None = None
     ) -> tuple[TaskResult, bool]:
         """Stores a new task in one transaction over its request, result and request_uuid."""
-        return await self._call(datastore_tasks.create_task, self._client, request, result)
+        return await self._call(
+            datastore_tasks.create_task, self._client, request, result, dispatch
+        )
 
     async def get_request(self, task_id: str) -> TaskRequest | None:
         """Returns the request of a task by summary ID."""

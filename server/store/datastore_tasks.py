@@ -88,8 +88,10 @@ def result_entity(client: Any, result: TaskResult) -> Any:
     return make_entity(client, TASK_RESULT, result.task_id, indexed, unindexed)
 
 
-def create_task(client: Any, request: TaskRequest, result: TaskResult) -> tuple[TaskResult, bool]:
-    """Stores request, result and the request_uuid record in one transaction.
+def create_task(
+    client: Any, request: TaskRequest, result: TaskResult, dispatch: Dispatch | None = None
+) -> tuple[TaskResult, bool]:
+    """Stores request, result, the request_uuid record and any dispatch in one transaction.
 
     Returns (existing result, False) when the request_uuid is taken, else
     (result, True). Raises Conflict if a task with this ID exists.
@@ -130,6 +132,8 @@ def create_task(client: Any, request: TaskRequest, result: TaskResult) -> tuple[
                     {"task_id": request.task_id},
                 )
             )
+        if dispatch is not None:
+            _put_dispatch(client, tx, dispatch)
         return result, True
 
     return run_transaction(client, work)
@@ -346,10 +350,15 @@ def _claim_candidate(
             if request is None:
                 raise errors.TaskNotFound(task_id)
             dispatch = record(stored, request)
-            tx.put(datastore_bots.bot_entity(client, dispatch.bot))
-            tx.put(datastore_bots.event_entity(client, dispatch.event))
-            if dispatch.reply.request_uuid:
-                tx.put(datastore_bots.reply_entity(client, dispatch.reply))
+            _put_dispatch(client, tx, dispatch)
         return stored, dispatch
 
     return run_transaction(client, work, attempts=CLAIM_ATTEMPTS)
+
+
+def _put_dispatch(client: Any, tx: Any, dispatch: Dispatch) -> None:
+    """The bot, its event and the poll's answer for replay, in the transaction `tx`."""
+    tx.put(datastore_bots.bot_entity(client, dispatch.bot))
+    tx.put(datastore_bots.event_entity(client, dispatch.event))
+    if dispatch.reply.request_uuid:
+        tx.put(datastore_bots.reply_entity(client, dispatch.reply))

@@ -51,6 +51,7 @@ from server.store import (
     sqlite_schema,
     sqlite_tokens,
 )
+from server.store.base import Dispatch
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
 from server.store.sqlite_cache import RecordCache
@@ -157,7 +158,7 @@ class SqliteStore(PollRecords):
     # Tasks.
 
     async def create_task(
-        self, request: TaskRequest, result: TaskResult
+        self, request: TaskRequest, result: TaskResult, dispatch: Dispatch | None = None
     ) -> tuple[TaskResult, bool]:
         """Stores a new task in one write transaction, which first looks for its request_uuid."""
         rules.check_new_task(request, result)
@@ -178,8 +179,12 @@ class SqliteStore(PollRecords):
                 store_result(db, result, None, queued=False)
             except sqlite3.IntegrityError as e:
                 raise errors.Conflict(f"task {request.task_id} already exists") from e
+            if dispatch is not None:
+                self._write_dispatch(db, dispatch)
         self._cache.requests.put(request.task_id, request)
         self._cache.results.put(result.task_id, result)
+        if dispatch is not None:
+            self._cache_dispatch(dispatch)
         return result, True
 
     async def get_request(self, task_id: str) -> TaskRequest | None:

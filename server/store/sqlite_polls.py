@@ -197,13 +197,17 @@ class PollRecords:
             if claimed is not None:
                 self._cache.results.put(task_id, claimed)
                 if dispatch is not None:
-                    bot_id = dispatch.bot.bot_id
-                    self._seen.discard(bot_id)
-                    self._cache.bots.put(bot_id, dispatch.bot)
-                    if dispatch.reply.request_uuid:
-                        self._cache.reply_uuids.put(bot_id, dispatch.reply.request_uuid)
+                    self._cache_dispatch(dispatch)
                 return claimed, dispatch
         return None
+
+    def _cache_dispatch(self, dispatch: Dispatch) -> None:
+        """What a committed dispatch changed, into the caches."""
+        bot_id = dispatch.bot.bot_id
+        self._seen.discard(bot_id)
+        self._cache.bots.put(bot_id, dispatch.bot)
+        if dispatch.reply.request_uuid:
+            self._cache.reply_uuids.put(bot_id, dispatch.reply.request_uuid)
 
     def _write_dispatch(self, db: sqlite3.Connection, dispatch: Dispatch) -> None:
         """The bot with the poll's answer, and its event, inside the claim's transaction."""

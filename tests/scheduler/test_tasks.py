@@ -61,6 +61,9 @@ async def test_a_woken_poll_runs_before_create_returns(
         def notify(self, queue_key: str) -> None:
             asyncio.get_running_loop().call_soon(ran.append, queue_key)
 
+        def held_poll(self, queue_key: str) -> None:
+            return None
+
     monkeypatch.setattr(fleet.tasks, "_notifier", Waking())
     _, created = await fleet.tasks.create(ANY_BOT.draft())
     assert ran == [created.queue_key]

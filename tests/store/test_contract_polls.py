@@ -1,7 +1,8 @@
 """The Store contract of a poll's writes, run against every backend.
 
 dispatch_next: a claim that records the bot, its event and the poll's
-answer in the claim's transaction. touch_bot: an idle poll's last-seen time
+answer in the claim's transaction; create_task with a dispatch does the same
+for a task handed to a held poll as it is created. touch_bot: an idle poll's last-seen time
 and state, which a backend may batch but must show through its own reads
 at once, and which never overwrite other fields.
 """
@@ -14,7 +15,7 @@ from server.clock import FakeClock
 from server.model import Bot, BotQuery
 from server.store.base import Store
 from tests.store.backends import ReplicaOpener
-from tests.store.records import NOW, add_task, recorder, take, task_id
+from tests.store.records import NOW, add_task, make_task, recorder, take, task_id
 
 
 async def test_dispatch_claims_and_records_together(store: Store) -> None:
@@ -60,6 +61,39 @@ async def test_dispatch_is_exclusive_across_stores(
     await add_task(store, 1)
     assert await other.dispatch_next(["q1"], NOW, take("bot1"), recorder()) is not None
     assert await store.dispatch_next(["q1"], NOW, take("bot2"), recorder("u2")) is None
+
+
+async def test_create_with_dispatch_hands_the_task_over_in_its_transaction(
+    store: Store,
+) -> None:
+    """A task created for a held poll is stored running, with the poll's dispatch."""
+    request, pending = make_task(1)
+    running = take("bot1")(pending)
+    assert running is not None
+    dispatch = recorder()(running, request)
+    stored, created = await store.create_task(request, running, dispatch)
+    assert created
+    assert await store.get_result(task_id(1)) == stored == running
+    assert await store.get_bot("bot1") == dispatch.bot
+    events = await store.list_bot_events("bot1", 10)
+    assert [e.event_type for e in events.items] == ["request_task"]
+    assert await store.get_poll_reply("bot1", "u1") == {"cmd": "run", "task_id": running.run_id}
+    assert await store.claim_next(["q1"], NOW, take("bot2")) is None, "it is in no queue"
+
+
+async def test_create_with_dispatch_of_a_repeated_request_uuid_writes_no_dispatch(
+    store: Store,
+) -> None:
+    """The task of a repeated request_uuid comes back; the dispatch is not written."""
+    first = await add_task(store, 1, request_uuid="same")
+    request, pending = make_task(2, request_uuid="same")
+    running = take("bot1")(pending)
+    assert running is not None
+    stored, created = await store.create_task(request, running, recorder()(running, request))
+    assert (stored, created) == (first, False)
+    assert await store.get_bot("bot1") is None
+    assert (await store.list_bot_events("bot1", 10)).items == []
+    assert await store.get_poll_reply("bot1", "u1") is None
 
 
 async def test_touch_is_read_back_at_once(store: Store) -> None:
