@@ -127,7 +127,7 @@ class TaskService:
             request, stored, created, handed = await self._store_new(request, result, now, held)
         finally:
             if held is not None:
-                held.deliver(handed)  # None releases the poll: it waits on
+                held.deliver(handed)  # None releases the poll: it claims, then holds again
         if not created:
             existing = await self._store.get_request(stored.task_id)
             assert existing is not None, "a stored result always has its request"

@@ -16,7 +16,8 @@ the poll's dispatch in its own transaction (Store.create_task), and hands
 the dispatch over. The poll answers at once, without a claim of its own.
 Only a poll nothing has woken is promised a task: it found no work in any
 of its queues at its last claim, so the new task is what its claim would
-take. A creation that fails releases its promise and the poll waits on.
+take. A creation that fails releases its promise: the poll claims then,
+as a woken poll does, and holds again if it finds nothing.
 
 Everything else wakes every waiter of a key (`notify`): a new queue (any
 poll may match it), the output followers of a task, and the tasks that
@@ -81,11 +82,15 @@ class Waiter:
         self._promise = asyncio.get_running_loop().create_future()
 
     def deliver(self, dispatched: Dispatched | None) -> None:
-        """Settles the promise: the task stored for this poll wakes it, None releases it."""
+        """Settles the promise and wakes the poll: with the task stored for it, or None.
+
+        A poll released with None claims as a woken poll does: another
+        task may have passed it by while it was promised (notify_one skips
+        promised waiters).
+        """
         if self._promise is not None and not self._promise.done():
             self._promise.set_result(dispatched)
-        if dispatched is not None:
-            self.set()
+        self.set()
 
     async def handed_over(self) -> Dispatched | None:
         """The task handed to this waiter, once its creation settles; None if none was."""

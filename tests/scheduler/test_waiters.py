@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from server.scheduler.waiters import UNROUNDED_TICKS, HoldTimers, PollWaiters, TaskArrivals
 
@@ -162,3 +163,57 @@ async def test_a_hold_past_its_deadline_ends_at_once() -> None:
     deadline = asyncio.get_running_loop().time() - 1
     with PollWaiters().waiting(["q"]) as waiter:
         assert await asyncio.wait_for(timers.wait(waiter, deadline), 5) is True
+
+
+def _offer(result: object, request: object, now: float) -> Any:
+    raise AssertionError("only the creation calls an offer")
+
+
+async def test_a_task_is_promised_to_the_oldest_unwoken_poll_with_an_offer() -> None:
+    """held_poll passes over polls without an offer, woken ones and promised ones."""
+    waiters = PollWaiters()
+    with (
+        waiters.waiting(["q"]) as no_offer,
+        waiters.waiting(["q"], _offer) as woken,
+        waiters.waiting(["q"], _offer) as first,
+        waiters.waiting(["q"], _offer) as second,
+    ):
+        woken.set()
+        assert waiters.held_poll("q") is first
+        assert first.promised
+        assert not first.is_set(), "a promise does not wake the poll"
+        assert waiters.held_poll("q") is second
+        assert waiters.held_poll("q") is None
+        assert waiters.held_poll("other") is None
+        assert not no_offer.promised
+
+
+async def test_a_promised_poll_is_not_woken_for_another_task() -> None:
+    """notify_one skips a promised poll and wakes the next one instead."""
+    waiters = PollWaiters()
+    with waiters.waiting(["q"], _offer) as promised, waiters.waiting(["q"]) as other:
+        assert waiters.held_poll("q") is promised
+        waiters.notify_one("q")
+        assert not promised.is_set()
+        assert other.is_set()
+
+
+async def test_delivery_wakes_the_poll_with_its_task_and_a_release_with_none() -> None:
+    """deliver(task) hands the task over; deliver(None) wakes the poll to claim."""
+    waiters = PollWaiters()
+    handed: Any = ("result", "dispatch")
+    with waiters.waiting(["q"], _offer) as taken, waiters.waiting(["q"], _offer) as released:
+        assert waiters.held_poll("q") is taken
+        assert waiters.held_poll("q") is released
+        waiting = asyncio.create_task(taken.handed_over())
+        await asyncio.sleep(0)
+        assert not waiting.done(), "the poll waits for its creation to settle"
+        taken.deliver(handed)
+        assert await waiting == handed
+        assert taken.is_set()
+        released.deliver(None)
+        assert released.is_set()
+        assert not released.promised
+        assert await released.handed_over() is None
+    with waiters.waiting(["q"], _offer) as fresh:
+        assert await fresh.handed_over() is None, "a poll never promised has nothing handed"
