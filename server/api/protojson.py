@@ -3,21 +3,21 @@
 protobuf's json_format walks a message's descriptor field by field on every
 call, in Python: a task's creation spent about 50 µs reading its body and
 70 µs writing its answer there, and a page of 100 tasks several
-milliseconds. Here each message type is compiled once into a list of field
-plans, a converter per field, and a message is converted by running them.
+milliseconds. Here each message type is compiled once: its writer is
+generated code, one statement per field (like the store's record codecs),
+and its reader a table of field setters under both spellings of each name.
 
 json_format stays the authority. Writing, a message type holding anything
-the plans do not cover (float fields, maps, extensions, well-known types but
-Timestamp and Duration) is written by json_format whole. A writer is
-generated code, one statement per field, like the store's record codecs. Reading, the plans
-accept only the canonical forms (an int for an integer field or a string of
-ASCII digits for it, a number for a double, an enum's name or number,
+the writers do not cover (float fields, maps, extensions, well-known types
+but Timestamp and Duration) is written by json_format whole. Reading, the
+setters accept only the canonical forms (an int for an integer field or a
+string of ASCII digits, a number for a double, an enum's name or number,
 base64 text for bytes, an RFC 3339 string for a Timestamp, no nulls, each
-field once), which json_format reads
-to the same message; anything else (a float for an integer, an unknown
-field, a wrong type) is read again by json_format from scratch, so it is
-accepted or refused exactly as json_format does, with its error message.
-tests/api/test_protojson.py checks both directions against json_format.
+field once), which json_format reads to the same message; anything else (a
+float for an integer, an unknown field, a wrong type) is read again by
+json_format from scratch, so it is accepted or refused exactly as
+json_format does, with its error message. tests/api/test_protojson.py
+checks both directions against json_format.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from google.protobuf import descriptor, json_format, message
 
 FD = descriptor.FieldDescriptor
 
-# The well-known types the plans cover: both are written and read by their
-# own ToJsonString and FromJsonString, as json_format does.
+# The well-known types the compiled code covers: both are written and read
+# by their own ToJsonString and FromJsonString, as json_format does.
 _TIME_TYPES = {"google.protobuf.Timestamp", "google.protobuf.Duration"}
 
 _INT64_TYPES = {FD.TYPE_INT64, FD.TYPE_UINT64, FD.TYPE_SINT64, FD.TYPE_FIXED64, FD.TYPE_SFIXED64}
@@ -49,7 +49,7 @@ Convert = Callable[[Any], Any]
 
 
 class _Fallback(Exception):
-    """Raised by a plan on input outside the canonical forms: json_format reads it."""
+    """Raised on input outside the canonical forms, or a type not covered: json_format takes it."""
 
 
 def to_json(msg: message.Message) -> Json:
@@ -94,7 +94,7 @@ def _encoder(desc: descriptor.Descriptor) -> Callable[[message.Message], Json] |
 
 
 def _compile_encoder(desc: descriptor.Descriptor) -> Callable[[message.Message], Json]:
-    """Straight-line code per message type: a loop over field plans cost twice as much."""
+    """Straight-line code per message type: a loop over a list of fields cost twice as much."""
     if desc.full_name in _TIME_TYPES or desc.file.name.startswith("google/protobuf/"):
         raise _Fallback(desc.full_name)
     if desc.is_extendable:

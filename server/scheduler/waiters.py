@@ -239,8 +239,10 @@ class PollWaiters:
 
         With `offer`, a task may be handed to it as it is created
         (held_poll). A block left by an exception (a poll cancelled while it
-        waited) hands on any task its waiter was woken for; a task promised
-        to it stays reserved for its bot until the reservation times out.
+        waited) hands on any task its waiter was woken for. A task promised
+        to it is stored reserved for its bot all the same, like a claimed
+        task whose answer was lost on the way: a retry of the poll (the same
+        request_uuid) is answered with it, else the reservation times out.
         """
         waiter = Waiter(offer)
         for key in queue_keys:
