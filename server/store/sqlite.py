@@ -180,6 +180,8 @@ class SqliteStore(PollRecords):
             except sqlite3.IntegrityError as e:
                 raise errors.Conflict(f"task {request.task_id} already exists") from e
             if dispatch is not None:
+                # The bot's cached record must be the stored one (write_bot).
+                self._cache.check()
                 self._write_dispatch(db, dispatch)
         self._cache.requests.put(request.task_id, request)
         self._cache.results.put(result.task_id, result)

@@ -22,7 +22,7 @@ from server.store import codec, sqlite_bots, sqlite_schema
 from server.store.base import OUTPUT_CHUNK_SIZE
 from server.store.sqlite import SqliteStore
 from tests.store.backends import Closer
-from tests.store.records import add_task, claim, task_id
+from tests.store.records import add_task, claim, make_task, recorder, take, task_id
 
 Opener = Callable[..., Awaitable[SqliteStore]]
 
@@ -262,6 +262,23 @@ async def test_cached_records_follow_other_connections(open_store: Opener) -> No
     await other.put_bot(Bot(bot_id="b1", quarantined="disk"))
     assert await store.get_result(task_id(1)) == changed
     assert await store.get_bot("b1") == Bot(bot_id="b1", quarantined="disk")
+
+
+async def test_a_hand_over_rewrites_bot_dimensions_another_connection_changed(
+    open_store: Opener,
+) -> None:
+    """create_task with a dispatch does not trust a cached bot another connection replaced."""
+    store, other = await open_store(), await open_store()
+    linux = Bot(bot_id="b1", dimensions={"os": ["Linux"]})
+    await store.put_bot(linux)
+    await other.put_bot(dataclasses.replace(linux, dimensions={"os": ["Mac"]}))
+    request, pending = make_task(1)
+    running = take("b1")(pending)
+    assert running is not None
+    dispatch = recorder(bot_id="b1")(running, request)
+    await store.create_task(request, running, dataclasses.replace(dispatch, bot=linux))
+    found = await other.list_bots(BotQuery(dimensions=[("os", "Linux")]))
+    assert [b.bot_id for b in found.items] == ["b1"]
 
 
 async def test_touches_are_written_by_the_next_sweep_or_listing(open_store: Opener) -> None:
