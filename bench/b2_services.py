@@ -13,9 +13,11 @@ alternating (ABAB) so that the machine's drift falls on both:
   and hands the dispatch over (server/scheduler/waiters.py), as Drover does;
 - `claimed`: the creation queues the task and wakes the poll, which claims
   it in a transaction of its own (hand-over turned off in this process).
-For each: CPU per cycle (create, answer, task_update; the client's side of
-the create is in it too), the store's SQLite time per cycle, and the time
-from sending the create to the poll's answer, p50 and p99.
+For each: CPU per cycle, from the create's send to the task_update's
+answer (the create with the client's side of it, the hand-over or the
+claim, the poll's answer, the task_update; the poll's work before it holds
+is outside it), the store's SQLite time in it, and the time from sending
+the create to the poll's answer, p50 and p99.
 
     .venv/bin/python bench/b2_services.py [--tasks N]
 """
