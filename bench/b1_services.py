@@ -31,7 +31,7 @@ from figures import Json, per
 from in_process import ServiceBot, TimedConnection, bot_version, served_app
 from open_loop import SETTINGS
 from profiles import profile_summary
-from reports import base_args, run
+from reports import base_args, run, sized
 from task_api import task_body
 
 
@@ -119,10 +119,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile-out", type=Path, help="profile the drain in cProfile, its dump kept here"
     )
-    args = parser.parse_args()
-    args.tasks = args.tasks or (20_000 if args.full else 2_000)
-    args.max_secs = args.max_secs or (1800.0 if args.full else 300.0)
-    return args
+    return sized(parser.parse_args(), tasks=(2_000, 20_000), max_secs=(300.0, 1800.0))
 
 
 if __name__ == "__main__":

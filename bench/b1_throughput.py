@@ -24,7 +24,7 @@ import http_floor
 from figures import CpuMeter, Json, per, rate, ratio
 from open_loop import LONG_POLL_SECS, SETTINGS, measure_open_loop
 from profiles import profile_summary
-from reports import base_args, run, wait_until
+from reports import base_args, run, sized, wait_until
 from server_process import (
     Server,
     drover,
@@ -191,11 +191,9 @@ def parse_args() -> argparse.Namespace:
         help="keep the drain server's cProfile dump here (implies --profile)",
     )
     args = parser.parse_args()
-    args.tasks = args.tasks or (20_000 if args.full else 1_000)
+    args = sized(args, tasks=(1_000, 20_000), secs=(3.0, 10.0), max_secs=(600.0, 3600.0))
     if args.rates is None:
         args.rates = [500.0, 1000.0, 2000.0] if args.full else [200.0, 500.0]
-    args.secs = args.secs or (10.0 if args.full else 3.0)
-    args.max_secs = args.max_secs or (3600.0 if args.full else 600.0)
     return args
 
 

@@ -16,7 +16,7 @@ import argparse
 
 from figures import Json
 from open_loop import SETTINGS, measure_open_loop
-from reports import base_args, run
+from reports import base_args, run, sized
 
 
 async def main(args: argparse.Namespace) -> Json:
@@ -33,9 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="run the server in cProfile")
     args = parser.parse_args()
     args.rates = args.rates or [50.0, 100.0, 200.0]
-    args.secs = args.secs or (20.0 if args.full else 3.0)
-    args.max_secs = args.max_secs or (1800.0 if args.full else 600.0)
-    return args
+    return sized(args, secs=(3.0, 20.0), max_secs=(600.0, 1800.0))
 
 
 if __name__ == "__main__":

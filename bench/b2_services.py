@@ -32,7 +32,7 @@ from typing import Any
 from figures import Json, latency_summary, per, ratio
 from in_process import ServiceBot, TimedConnection, bot_version, served_app
 from open_loop import SETTINGS
-from reports import base_args, run
+from reports import base_args, run, sized
 from task_api import task_body
 
 from server.appkeys import BOT_SERVICE
@@ -131,10 +131,7 @@ def parse_args() -> argparse.Namespace:
     """The command line, with the defaults of the chosen size filled in."""
     parser = base_args(__doc__ or "")
     parser.add_argument("--tasks", type=int, default=0, help="cycles per way, N")
-    args = parser.parse_args()
-    args.tasks = args.tasks or (10_000 if args.full else 2_000)
-    args.max_secs = args.max_secs or (1200.0 if args.full else 300.0)
-    return args
+    return sized(parser.parse_args(), tasks=(2_000, 10_000), max_secs=(300.0, 1200.0))
 
 
 if __name__ == "__main__":

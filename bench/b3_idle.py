@@ -21,7 +21,7 @@ import time
 
 from bot_fleet import BotProcesses
 from figures import CpuMeter, Json, per, rate
-from reports import base_args, run
+from reports import base_args, run, sized
 from server_process import drover
 from task_api import bot_version
 
@@ -106,10 +106,10 @@ def parse_args() -> argparse.Namespace:
         "--client-procs", type=int, default=0, help="client processes (0: one per 5,000 bots)"
     )
     args = parser.parse_args()
-    args.sizes = args.sizes or ([1000, 10000] if args.full else [200, 1000])
-    args.secs = args.secs or (60.0 if args.full else 10.0)
+    args = sized(
+        args, sizes=([200, 1000], [1000, 10000]), secs=(10.0, 60.0), max_secs=(600.0, 1800.0)
+    )
     args.spread = args.spread if args.spread >= 0 else float(POLL_CYCLE_SECS)
-    args.max_secs = args.max_secs or (1800.0 if args.full else 600.0)
     return args
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from figures import Json, latency_summary, rate, ratio
 from google.protobuf import json_format
-from reports import base_args, run
+from reports import base_args, run, sized
 from server_process import drover
 from sim_bots import BotGroup, Fleet
 from task_api import bot_version, create_task, task_body
@@ -214,9 +214,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     full = [0, 10_000, 100_000, 1_000_000]
     args.depths = sorted(args.depths or (full if args.full else [0, 10_000]))
-    args.polls = args.polls or (2000 if args.full else 300)
-    args.max_secs = args.max_secs or (3600.0 if args.full else 600.0)
-    return args
+    return sized(args, polls=(300, 2000), max_secs=(600.0, 3600.0))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 
 from bot_fleet import BotProcesses
 from figures import Json, per, rate
-from reports import base_args, run, wait_until
+from reports import base_args, run, sized, wait_until
 from server_process import drover
 from sim_bots import BotGroup, Fleet
 from task_api import bot_version, create_task, create_tasks, task_body
@@ -97,11 +97,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--client-procs", type=int, default=0, help="client processes (0: one per 5,000 bots)"
     )
-    args = parser.parse_args()
-    args.tasks = args.tasks or (100_000 if args.full else 2_000)
-    args.bots = args.bots or (10_000 if args.full else 500)
-    args.max_secs = args.max_secs or (3600.0 if args.full else 600.0)
-    return args
+    return sized(
+        parser.parse_args(), tasks=(2_000, 100_000), bots=(500, 10_000), max_secs=(600.0, 3600.0)
+    )
 
 
 if __name__ == "__main__":

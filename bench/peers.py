@@ -32,7 +32,7 @@ from pathlib import Path
 from b1_throughput import measure_drain
 from figures import Json, ratio
 from open_loop import SETTINGS, measure_open_loop
-from reports import base_args, run
+from reports import base_args, run, sized
 from server_process import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -229,12 +229,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--peers", nargs="*", default=["celery", "rq", "dramatiq"], help="which peers"
     )
-    args = parser.parse_args()
-    args.tasks = args.tasks or (20_000 if args.full else 1_000)
-    args.rates = args.rates or ([50.0, 100.0, 200.0] if args.full else [200.0])
-    args.secs = args.secs or (20.0 if args.full else 3.0)
-    args.max_secs = args.max_secs or (3600.0 if args.full else 900.0)
-    return args
+    return sized(
+        parser.parse_args(),
+        tasks=(1_000, 20_000),
+        rates=([200.0], [50.0, 100.0, 200.0]),
+        secs=(3.0, 20.0),
+        max_secs=(900.0, 3600.0),
+    )
 
 
 if __name__ == "__main__":

@@ -129,6 +129,14 @@ def base_args(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def sized(args: argparse.Namespace, **choices: tuple[Any, Any]) -> argparse.Namespace:
+    """Fills each option left empty with its size: (smoke, --full) in `choices`."""
+    for name, (smoke, full) in choices.items():
+        if not getattr(args, name):
+            setattr(args, name, full if args.full else smoke)
+    return args
+
+
 def raise_fd_limit() -> int:
     """Raises this process's open-file limit to its hard limit; returns it.
 
