@@ -41,6 +41,45 @@ def latency_summary(seconds: Sequence[float]) -> Json:
     }
 
 
+def median_of_rounds(rounds: Sequence[Json]) -> Json:
+    """One latency summary from the summaries of several rounds: each figure's median.
+
+    `count` is the rounds' total. A round's tail moves with the machine
+    (other work, the host's scheduling of this virtual machine), so two
+    systems measured in alternating rounds are compared on the median of
+    their rounds rather than on one window each.
+    """
+    measured = [r for r in rounds if r.get("count")]
+    if not measured:
+        return {"count": 0}
+    merged: Json = {"count": sum(r["count"] for r in measured)}
+    for key in ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"):
+        merged[key] = round(percentile([r[key] for r in measured], 50), 3)
+    merged["p99_ms_by_round"] = [r["p99_ms"] for r in measured]
+    return merged
+
+
+def merge_rounds(rounds: Sequence[Sequence[Json]]) -> list[Json]:
+    """Rows of per-rate figures measured in several rounds, merged row by row.
+
+    Latency summaries become their median_of_rounds, numbers their median
+    over the rounds; anything else is the first round's.
+    """
+    merged = []
+    for rows in zip(*rounds, strict=True):
+        row: Json = {}
+        for key, first in rows[0].items():
+            values = [r.get(key) for r in rows]
+            if isinstance(first, dict) and "count" in first:
+                row[key] = median_of_rounds(values)
+            elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                row[key] = round(percentile(values, 50), 3)
+            else:
+                row[key] = first
+        merged.append(row)
+    return merged
+
+
 def rate(count: float, seconds: float) -> float:
     """count / seconds rounded for a report; 0 for an empty interval."""
     return round(count / seconds, 1) if seconds > 0 else 0.0

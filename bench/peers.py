@@ -27,10 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from b1_throughput import measure_drain
-from figures import Json, ratio
+from figures import Json, merge_rounds, ratio
 from open_loop import SETTINGS, measure_open_loop
 from reports import base_args, run, sized
 from server_process import free_port
@@ -149,17 +150,50 @@ def _p99s(rows: list[Json]) -> dict[float, float | None]:
     return {row["target_tasks_per_s"]: row["submit_to_start"].get("p99_ms") for row in rows}
 
 
-async def measure_peer(peer: str, url: str, args: argparse.Namespace, log: Path) -> Json:
-    """One peer's drain and latency, as bench/peer_runner.py measures them."""
+async def peer_drain(peer: str, url: str, args: argparse.Namespace, log: Path) -> Json:
+    """One peer's drain, as bench/peer_runner.py measures it, with the peer's version."""
     within = str(max(300.0, args.tasks / 20))
-    drain = await run_peer(
+    return await run_peer(
         peer, url, log, "--mode", "drain", "--tasks", str(args.tasks), "--within", within
     )
+
+
+async def latency_rounds(
+    args: argparse.Namespace, url: str, workdir: Path
+) -> tuple[Json, dict[str, list[Json]]]:
+    """B2 for Drover and every peer in `args.rounds` alternating rounds, merged.
+
+    Each round measures every rate on Drover and on each peer in turn;
+    every other round the peers go first, so neither side always runs
+    last. A figure is the median of its rounds (figures.merge_rounds).
+    """
+    drover_rounds: list[Json] = []
+    peer_rounds: dict[str, list[list[Json]]] = {peer: [] for peer in args.peers}
     rates = [str(r) for r in args.rates]
-    latency = await run_peer(
-        peer, url, log, "--mode", "latency", "--rates", *rates, "--secs", str(args.secs)
-    )
-    return {"version": drain["version"], "drain": drain["result"], "latency": latency["result"]}
+    for n in range(args.rounds):
+        order: list[str | None] = [None, *args.peers]
+        for who in order if n % 2 == 0 else order[::-1]:
+            if who is None:
+                drover_rounds.append(
+                    await measure_open_loop(args.rates, args.secs, args.latency_bots)
+                )
+                continue
+            log = workdir / f"{who}.log"
+            answer = await run_peer(
+                who, url, log, "--mode", "latency", "--rates", *rates, "--secs", str(args.secs)
+            )
+            peer_rounds[who].append(answer["result"])
+    errors: Counter[str] = Counter()
+    for one in drover_rounds:
+        errors.update(one["errors"])
+    drover = {
+        "bots": args.latency_bots,
+        "rounds": args.rounds,
+        "rates": merge_rounds([one["rates"] for one in drover_rounds]),
+        "errors": dict(errors),
+        "bot_failures": [f for one in drover_rounds for f in one["bot_failures"]][:3],
+    }
+    return drover, {peer: merge_rounds(rows) for peer, rows in peer_rounds.items()}
 
 
 async def main(args: argparse.Namespace) -> Json:
@@ -167,36 +201,37 @@ async def main(args: argparse.Namespace) -> Json:
     redis_binary = ensure_redis()
     ensure_peers_venv()
     drain = await measure_drain(args.tasks, args.bots, claim=False)
-    latency = await measure_open_loop(args.rates, args.secs, args.latency_bots)
     drover_drain = drain["steady_tasks_per_s"]
-    drover_p99 = _p99s(latency["rates"])
 
     peers: dict[str, Json] = {}
     with tempfile.TemporaryDirectory(prefix="drover-peers-") as tmp:
         workdir = Path(tmp)
         port = free_port()
+        url = f"redis://127.0.0.1:{port}/0"
         redis = start_redis(redis_binary, port, workdir)
         try:
             for peer in args.peers:
-                log = workdir / f"{peer}.log"
-                figures = await measure_peer(peer, f"redis://127.0.0.1:{port}/0", args, log)
-                figures["drover_drain_over_peer"] = ratio(
-                    drover_drain, figures["drain"]["steady_tasks_per_s"]
-                )
-                # Less sensitive to other work on the machine than tasks/s: the
-                # CPU the one busy process (Drover's server, the peer's worker)
-                # spent per task of the drain.
-                figures["drover_cpu_per_task_over_peer"] = ratio(
-                    drain["server_cpu_ms_per_task"], figures["drain"]["worker_cpu_ms_per_task"]
-                )
-                for row in figures["latency"]:
-                    row["drover_p99_over_peer_p99"] = ratio(
-                        drover_p99.get(row["target_tasks_per_s"]),
-                        row["submit_to_start"].get("p99_ms"),
-                    )
-                peers[peer] = figures
+                answer = await peer_drain(peer, url, args, workdir / f"{peer}.log")
+                peers[peer] = {"version": answer["version"], "drain": answer["result"]}
+            latency, peer_latency = await latency_rounds(args, url, workdir)
         finally:
             stop_redis(redis)
+    drover_p99 = _p99s(latency["rates"])
+    for peer, figures in peers.items():
+        figures["drover_drain_over_peer"] = ratio(
+            drover_drain, figures["drain"]["steady_tasks_per_s"]
+        )
+        # Less sensitive to other work on the machine than tasks/s: the CPU
+        # the one busy process (Drover's server, the peer's worker) spent
+        # per task of the drain.
+        figures["drover_cpu_per_task_over_peer"] = ratio(
+            drain["server_cpu_ms_per_task"], figures["drain"]["worker_cpu_ms_per_task"]
+        )
+        figures["latency"] = peer_latency[peer]
+        for row in figures["latency"]:
+            row["drover_p99_over_peer_p99"] = ratio(
+                drover_p99.get(row["target_tasks_per_s"]), row["submit_to_start"].get("p99_ms")
+            )
     fastest = max((p["drain"]["steady_tasks_per_s"] for p in peers.values()), default=0)
     celery_p99 = _p99s(peers["celery"]["latency"]) if "celery" in peers else {}
     targets = {
@@ -212,6 +247,8 @@ async def main(args: argparse.Namespace) -> Json:
         "rq SimpleWorker, dramatiq --processes 1 with its default 8 threads",
         "ratios": "drover / peer: drain > 1 means Drover is faster, p99 < 1 means lower, "
         "cpu_per_task < 1 means Drover's server spends less CPU per task than the peer's worker",
+        "latency_rounds": f"{args.rounds} rounds, Drover and the peers alternating; "
+        "each latency figure is the median of its rounds (p99_ms_by_round lists them)",
         "drover": {"drain": drain, "latency": latency},
         "peers": peers,
         "targets": targets,
@@ -229,11 +266,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--peers", nargs="*", default=["celery", "rq", "dramatiq"], help="which peers"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="alternating rounds of B2 (Drover, then the peers)"
+    )
     return sized(
         parser.parse_args(),
         tasks=(1_000, 20_000),
         rates=([200.0], [50.0, 100.0, 200.0]),
         secs=(3.0, 20.0),
+        rounds=(1, 3),
         max_secs=(900.0, 3600.0),
     )
 
