@@ -1,9 +1,11 @@
 """Drover beside Celery, RQ and Dramatiq over Redis: the B1 drain and the B2 latency.
 
-In one run: Drover's B1 drain (bench/b1_throughput.py) and B2 latency
-(bench/open_loop.py), then the same two measurements for each peer through
-bench/peer_runner.py, each peer figure given with Drover's ratio to it.
-bench/README.md ("How peers are measured") says what makes them comparable.
+In one run: Drover's B1 drain (bench/b1_throughput.py), then each peer's
+through bench/peer_runner.py; then B2 latency (bench/open_loop.py for
+Drover) in `--rounds` alternating rounds of Drover and the peers, each
+figure the median of its rounds. Each peer figure is given with Drover's
+ratio to it. bench/README.md ("How peers are measured") says what makes
+them comparable.
 
 What it installs when missing (and never into the project venv):
 - Redis from the system's packages (`apt-get update`, `apt-get install -y
@@ -12,7 +14,7 @@ What it installs when missing (and never into the project venv):
 - Celery (with its Redis transport), RQ, Dramatiq and redis-py into
   bench/.venv-peers, with that venv's pip.
 
-    .venv/bin/python bench/peers.py [--full] [--peers celery rq dramatiq]
+    .venv/bin/python bench/peers.py [--full] [--peers celery rq dramatiq] [--rounds R]
 """
 
 from __future__ import annotations

@@ -10,9 +10,22 @@ drain of no-op tasks, those checkpoints were a quarter of the store's time.
 So a store's checkpoints run in a background thread with its own
 connection: every CHECKPOINT_SECS, a PASSIVE checkpoint, which never
 blocks the writers or readers of other connections (sqlite3 releases the
-GIL while it works). The store's own connection keeps an automatic
-checkpoint at a much higher threshold, only as a bound on the WAL's size
-should this thread fall behind or stop.
+GIL while it works).
+
+The WAL starts over from its beginning only once a write finds all of it
+copied back, and under a steady stream of commits that did not happen with
+PASSIVE checkpoints alone: in bench/b2_latency.py at 200 tasks/s each pass
+reported the whole WAL copied, yet the file kept growing until the store's
+own connection checkpointed inside a commit, on the event loop, copying
+all that came since the thread's last pass (3-8 ms stalls every 2-3 s,
+the slowest commits of the run). So once the WAL holds RESTART_PAGES, the
+thread follows its PASSIVE pass with a RESTART checkpoint, which holds
+writers off while it copies the little the PASSIVE pass left and syncs
+(2-3 ms), and after which the next write starts the WAL over. It waits
+for the write lock at most RESTART_WAIT_MS, so a long transaction of
+another process delays the restart, not the store's writers. The store's
+own connection keeps an automatic checkpoint at a much higher threshold,
+only as a bound on the WAL's size should this thread fall behind or stop.
 
 Checkpoints are about the file's layout, not durability: a commit is as
 durable before its checkpoint as after (synchronous = NORMAL, see
@@ -35,9 +48,14 @@ log = logging.getLogger("drover.store")
 # (it is read on every cache miss); a checkpoint with nothing to copy costs
 # a few microseconds.
 CHECKPOINT_SECS = 0.5
+# Once the WAL holds this many pages (4 KiB each), the thread restarts it
+# (see the module docstring): about every 4 s at 200 tasks/s.
+RESTART_PAGES = 8_192
+# How long a RESTART checkpoint waits for the write lock and for readers.
+RESTART_WAIT_MS = 20
 # The store's own connection checkpoints by itself once the WAL holds this
-# many pages (4 KiB each): only when the thread cannot keep up.
-FALLBACK_AUTOCHECKPOINT_PAGES = 10_000
+# many pages: only when the thread cannot keep up.
+FALLBACK_AUTOCHECKPOINT_PAGES = 40_000
 # Past a checkpoint that emptied it, the WAL file is cut back to this size.
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
@@ -45,10 +63,19 @@ WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 class Checkpointer:
     """Runs PASSIVE checkpoints of one database file until stopped."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        interval: float = CHECKPOINT_SECS,
+        restart_pages: int = RESTART_PAGES,
+    ) -> None:
         self._path = path
+        self._interval = interval
+        self._restart_pages = restart_pages
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        # RESTART checkpoints that got their locks in time.
+        self.restarts = 0
 
     @classmethod
     def start(cls, db: sqlite3.Connection, path: str | os.PathLike[str]) -> Checkpointer:
@@ -73,9 +100,21 @@ class Checkpointer:
             return
         with contextlib.closing(db):
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            while not self._stop.wait(CHECKPOINT_SECS):
+            while not self._stop.wait(self._interval):
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.checkpoint(db)
                 except sqlite3.Error as e:
                     # Another process checkpointing, a locked file: try again later.
                     log.debug("checkpoint of %s skipped: %s", self._path, e)
+
+    def checkpoint(self, db: sqlite3.Connection) -> None:
+        """One pass: PASSIVE, then RESTART once the WAL is long (see the module docstring)."""
+        _busy, pages, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if pages < self._restart_pages:
+            return
+        db.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+        try:
+            busy, _pages, _copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.restarts += not busy
