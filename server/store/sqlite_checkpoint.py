@@ -15,15 +15,17 @@ GIL while it works).
 The WAL starts over from its beginning only once a write finds all of it
 copied back, and under a steady stream of commits that did not happen with
 PASSIVE checkpoints alone: in bench/b2_latency.py at 200 tasks/s each pass
-reported the whole WAL copied, yet the file kept growing until the store's
-own connection checkpointed inside a commit, on the event loop, copying
-all that came since the thread's last pass (3-8 ms stalls every 2-3 s,
-the slowest commits of the run). So once the WAL holds RESTART_PAGES, the
+reported every page copied (of the WAL as the pass found it; commits kept
+landing while it synced), yet the file kept growing until the store's own
+connection checkpointed inside a commit, on the event loop, copying all
+that came since the thread's last pass (3-8 ms stalls every 2-3 s, the
+slowest commits of the run). So once the WAL holds RESTART_PAGES, the
 thread follows its PASSIVE pass with a RESTART checkpoint, which holds
 writers off while it copies the little the PASSIVE pass left and syncs
-(2-3 ms), and after which the next write starts the WAL over. It waits
-for the write lock at most RESTART_WAIT_MS, so a long transaction of
-another process delays the restart, not the store's writers. The store's
+(1.6-3.9 ms there), and after which the next write starts the WAL over.
+It waits at most RESTART_WAIT_MS for the write lock and for readers, so
+another process's long read only puts the restart off to a later pass,
+holding the store's writers off no longer than that. The store's
 own connection keeps an automatic checkpoint at a much higher threshold,
 only as a bound on the WAL's size should this thread fall behind or stop.
 
@@ -49,7 +51,7 @@ log = logging.getLogger("drover.store")
 # a few microseconds.
 CHECKPOINT_SECS = 0.5
 # Once the WAL holds this many pages (4 KiB each), the thread restarts it
-# (see the module docstring): about every 4 s at 200 tasks/s.
+# (see the module docstring): about every 2.5 s at 200 tasks/s.
 RESTART_PAGES = 8_192
 # How long a RESTART checkpoint waits for the write lock and for readers.
 RESTART_WAIT_MS = 20
@@ -61,7 +63,7 @@ WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 class Checkpointer:
-    """Runs PASSIVE checkpoints of one database file until stopped."""
+    """Checkpoints one database file in a thread until stopped (see the module docstring)."""
 
     def __init__(
         self,
