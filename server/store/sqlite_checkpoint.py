@@ -65,14 +65,8 @@ WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 class Checkpointer:
     """Checkpoints one database file in a thread until stopped (see the module docstring)."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        interval: float = CHECKPOINT_SECS,
-        restart_pages: int = RESTART_PAGES,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], restart_pages: int = RESTART_PAGES) -> None:
         self._path = path
-        self._interval = interval
         self._restart_pages = restart_pages
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
@@ -102,7 +96,7 @@ class Checkpointer:
             return
         with contextlib.closing(db):
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            while not self._stop.wait(self._interval):
+            while not self._stop.wait(CHECKPOINT_SECS):
                 try:
                     self.checkpoint(db)
                 except sqlite3.Error as e:
