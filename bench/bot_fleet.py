@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from figures import Json
+from reports import run_loop
 from server_process import PYTHON, http_session
 from sim_bots import BotGroup, Fleet
 
@@ -231,7 +232,7 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--prefix", default="bench-bot")
     parser.add_argument("--long-poll-secs", type=float, required=True)
-    asyncio.run(_child(parser.parse_args()))
+    run_loop(_child(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from typing import Any
 import aiohttp
 from figures import Json, load_average, system_busy_seconds, tree_cpu_seconds
 
+from server.cli.serve import new_event_loop
+
 ROOT = Path(__file__).resolve().parent.parent
 # How often the load is sampled while a benchmark runs.
 LOAD_SAMPLE_SECS = 2.0
@@ -158,6 +160,17 @@ async def wait_until(predicate: Callable[[], bool], within: float, step: float =
     return True
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Runs `main` to its end on the event loop `drover serve` runs on (uvloop where installed).
+
+    The bench's clients and its in-process servers run on the server's loop:
+    on asyncio's own loop the bots' side of B2 alone added about 0.15 ms to
+    the median submit-to-start (bench/README.md, "How it got here").
+    """
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(main)
+
+
 def run(
     name: str,
     main: Callable[[argparse.Namespace], Coroutine[Any, Any, Json]],
@@ -185,7 +198,7 @@ def run(
         print(json.dumps(doc, indent=2, default=str), flush=True)
 
     try:
-        asyncio.run(capped())
+        run_loop(capped())
     except TimeoutError:
         print(f"{name} exceeded --max-secs {args.max_secs}", file=sys.stderr)
         sys.exit(2)
