@@ -29,9 +29,23 @@ holding the store's writers off no longer than that. The store's
 own connection keeps an automatic checkpoint at a much higher threshold,
 only as a bound on the WAL's size should this thread fall behind or stop.
 
-Checkpoints are about the file's layout, not durability: a commit is as
-durable before its checkpoint as after (synchronous = NORMAL, see
-sqlite_schema.connect).
+Starting the WAL over has a price of its own: the write that does it
+writes a new WAL header and syncs it before its pages (SQLite's guard
+against out-of-order writes after a restart), 1 ms of fdatasync on the
+event loop here. At low rates every PASSIVE pass copied the whole WAL
+between two commits, so the next commit started the WAL over: traced in
+bench/b2_latency.py at 50 tasks/s, 21 such syncs on the event loop in
+15 s, one task in 25 paying a millisecond, the p99 itself. So between
+passes the thread holds a read transaction on a second connection, its
+pin, taken just before each PASSIVE pass. A reader whose snapshot ends in
+the WAL keeps writers from starting it over, and the pass copies up to
+the pin's snapshot, which is all that was committed before it: writes go
+on appending, and the WAL starts over only after a RESTART (each
+RESTART_PAGES pages, about every 6 s at 50 tasks/s) or after the server
+was idle through a pass (the pin's snapshot then ends in the database
+file and does not hold the WAL). A pass that finds the WAL long lets the
+pin go before its RESTART and holds none until its next pass, so another
+process's thread on the same file (replicas) gets its RESTART through.
 """
 
 from __future__ import annotations
@@ -89,28 +103,51 @@ class Checkpointer:
             self._thread.join()
 
     def _run(self) -> None:
-        try:
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error:
-            log.exception("cannot open %s for checkpoints; SQLite will do them", self._path)
-            return
-        with contextlib.closing(db):
+        with contextlib.ExitStack() as connections:
+            try:
+                db = connections.enter_context(_connect(self._path))
+                pin = connections.enter_context(_connect(self._path))
+            except sqlite3.Error:
+                log.exception("cannot open %s for checkpoints; SQLite will do them", self._path)
+                return
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             while not self._stop.wait(CHECKPOINT_SECS):
                 try:
-                    self.checkpoint(db)
+                    self.checkpoint(db, pin)
                 except sqlite3.Error as e:
                     # Another process checkpointing, a locked file: try again later.
                     log.debug("checkpoint of %s skipped: %s", self._path, e)
 
-    def checkpoint(self, db: sqlite3.Connection) -> None:
-        """One pass: PASSIVE, then RESTART once the WAL is long (see the module docstring)."""
+    def checkpoint(self, db: sqlite3.Connection, pin: sqlite3.Connection | None = None) -> None:
+        """One pass: PASSIVE, then RESTART once the WAL is long (see the module docstring).
+
+        With `pin`, a connection of its own, the pass first renews the read
+        transaction that keeps writers from starting the WAL over; a pass
+        that finds the WAL long lets it go.
+        """
+        if pin is not None:
+            _release(pin)
+            pin.execute("BEGIN")
+            pin.execute("SELECT count(*) FROM sqlite_master").fetchone()
         _busy, pages, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if pages < self._restart_pages:
             return
+        if pin is not None:
+            _release(pin)
         db.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
         try:
             busy, _pages, _copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         finally:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.restarts += not busy
+
+
+def _connect(path: str | os.PathLike[str]) -> contextlib.closing[sqlite3.Connection]:
+    """A connection of the thread's own, closed on leaving the block."""
+    return contextlib.closing(sqlite3.connect(path, isolation_level=None))
+
+
+def _release(pin: sqlite3.Connection) -> None:
+    """Ends the pin's read transaction, if it holds one."""
+    if pin.in_transaction:
+        pin.execute("COMMIT")
