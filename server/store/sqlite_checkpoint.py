@@ -46,6 +46,10 @@ was idle through a pass (the pin's snapshot then ends in the database
 file and does not hold the WAL). A pass that finds the WAL long lets the
 pin go before its RESTART and holds none until its next pass, so another
 process's thread on the same file (replicas) gets its RESTART through.
+
+Checkpoints are about the file's layout, not durability: a commit is as
+durable before its checkpoint as after (synchronous = NORMAL, see
+sqlite_schema.connect).
 """
 
 from __future__ import annotations
