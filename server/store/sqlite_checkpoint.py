@@ -64,9 +64,11 @@ from server.store.sqlite_schema import BUSY_TIMEOUT_MS
 
 log = logging.getLogger("drover.store")
 
-# How often the background thread checkpoints. Shorter keeps the WAL small
-# (it is read on every cache miss); a checkpoint with nothing to copy costs
-# a few microseconds.
+# How often the background thread checkpoints. Each pass copies what was
+# committed before it, so shorter passes are smaller (passes every 2 s were
+# worse for B2's tail, bench/README.md); the WAL's length is bounded by
+# RESTART_PAGES, not by this. A pass with nothing to copy costs a few
+# microseconds.
 CHECKPOINT_SECS = 0.5
 # Once the WAL holds this many pages (4 KiB each), the thread restarts it
 # (see the module docstring): about every 2.5 s at 200 tasks/s.

@@ -39,6 +39,13 @@ def checkpoints(db_path: Path) -> Iterator[sqlite3.Connection]:
 
 
 @pytest.fixture
+def pin(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """The checkpointer thread's second connection, which holds its pin."""
+    with contextlib.closing(_connect(db_path)) as db:
+        yield db
+
+
+@pytest.fixture
 def short_restart_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """A RESTART gives up on a reader after a millisecond."""
     monkeypatch.setattr(sqlite_checkpoint, "RESTART_WAIT_MS", 1)
@@ -118,13 +125,6 @@ def test_a_reader_holding_the_wal_defers_the_restart_without_losing_writes(
     checkpointer.checkpoint(checkpoints)
     assert checkpointer.restarts == 1
     assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == 35
-
-
-@pytest.fixture
-def pin(db_path: Path) -> Iterator[sqlite3.Connection]:
-    """The checkpointer thread's second connection, which holds its pin."""
-    with contextlib.closing(_connect(db_path)) as db:
-        yield db
 
 
 def test_under_the_pin_writes_after_a_full_pass_append_to_the_wal(
