@@ -13,6 +13,7 @@ this process's perf_counter, so one clock measures both ends.
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -40,8 +41,17 @@ def _body(i: int) -> Json:
     return task_body(f"open-loop-{i}")
 
 
-async def measure_rate(server: Server, fleet: Fleet, target: float, secs: float) -> Json:
-    """Submits at `target` tasks/s for `secs` while the fleet's bots poll; that rate's figures."""
+# Per task: when its create was sent and when its bot received it, on perf_counter.
+Timings = dict[str, tuple[float, float]]
+
+
+async def measure_rate(
+    server: Server, fleet: Fleet, target: float, secs: float
+) -> tuple[Json, Timings]:
+    """Submits at `target` tasks/s for `secs` while the fleet's bots poll.
+
+    Returns that rate's figures, and each started task's send and start times.
+    """
     requests0, completed0 = fleet.total_requests, fleet.completed
     server_cpu, client_cpu = CpuMeter([server.pid]), CpuMeter(own=True)
     sub = await submit_at_rate(fleet.http, server.url, target, secs, _body)
@@ -55,16 +65,15 @@ async def measure_rate(server: Server, fleet: Fleet, target: float, secs: float)
     ends = [done_at[t] for t in sub.sent_at if t in done_at]
     elapsed = (max(ends) if ends else time.perf_counter()) - sub.started
     requests = fleet.total_requests - requests0
-    return {
+    timings = {t: (s, started_at[t]) for t, s in sub.sent_at.items() if t in started_at}
+    row = {
         "target_tasks_per_s": target,
         "tasks": len(sub.sent_at),
         "submitted_per_s": sub.submitted_per_s,
         "submit_lag_max_ms": sub.lag_max_ms,
         "completed": len(ends),
         "completed_per_s": rate(len(ends), elapsed),
-        "submit_to_start": latency_summary(
-            [started_at[t] - s for t, s in sub.sent_at.items() if t in started_at]
-        ),
+        "submit_to_start": latency_summary([start - sent for sent, start in timings.values()]),
         "submit_to_done": latency_summary(
             [done_at[t] - s for t, s in sub.sent_at.items() if t in done_at]
         ),
@@ -74,19 +83,29 @@ async def measure_rate(server: Server, fleet: Fleet, target: float, secs: float)
         "server_cpu_busy": server_cpu.busy(elapsed),
         "client_cpu_busy": client_cpu.busy(elapsed),
     }
+    return row, timings
 
 
 async def measure_open_loop(
-    rates: list[float], secs: float, bots: int, *, claim: bool = False, profile: bool = False
+    rates: list[float],
+    secs: float,
+    bots: int,
+    *,
+    claim: bool = False,
+    profile: bool = False,
+    parts: bool = False,
 ) -> Json:
     """Every rate's figures with `bots` long-polling bots, on one server.
 
     With `profile` the server runs in cProfile and `server_profile` gives the
-    top of its profile per task submitted.
+    top of its profile per task submitted. With `parts` the server stamps
+    each task's way through it (bench/stamped_serve.py) and each rate's
+    `submit_to_start_parts` splits the latency (start_parts).
     """
     with tempfile.TemporaryDirectory(prefix="drover-open-loop-") as tmp:
         root = Path(tmp)
-        async with drover(SETTINGS, root=root, profile=profile) as (server, http):
+        timings: list[Timings] = []
+        async with drover(SETTINGS, root=root, profile=profile, stamps=parts) as (server, http):
             version = await bot_version(http, server.url)
             fleet = Fleet(http, server.url, version, LONG_POLL_SECS, claim=claim)
             group = BotGroup(fleet, bots)
@@ -97,7 +116,9 @@ async def measure_open_loop(
             rows = []
             for target in rates:
                 await asyncio.sleep(SETTLE_SECS)
-                rows.append(await measure_rate(server, fleet, target, secs))
+                row, timed = await measure_rate(server, fleet, target, secs)
+                rows.append(row)
+                timings.append(timed)
             failures = group.failures()
             await group.stop()
         out: Json = {"bots": bots, "claim": claim, "rates": rows, "errors": dict(fleet.errors)}
@@ -105,4 +126,41 @@ async def measure_open_loop(
         if server.profile_path is not None and server.profile_path.exists():
             tasks = sum(row["tasks"] for row in rows) + len(warm.sent_at)
             out["server_profile"] = profile_summary(server.profile_path, tasks, server.sql_counts())
+        if server.stamps_path is not None:
+            stamps = json.loads(server.stamps_path.read_text())
+            for row, timed in zip(rows, timings, strict=True):
+                row["submit_to_start_parts"] = start_parts(timed, stamps)
     return out
+
+
+def start_parts(timings: Timings, stamps: Json) -> Json:
+    """Where each task's submit-to-start went, from the server's stamps on the same clock.
+
+    - `to_server`: from the send to the create call entering the server's
+      app: the client's send, the kernel, the server's wake-up and HTTP parsing;
+    - `in_server`: from there to the answer that carried the task to its
+      bot being written: the create's work and the hand-over;
+    - `to_bot`: from there to the bot holding the answer: the write, the
+      kernel, the client's wake-up and its reading of the answer.
+    `slowest_1pct_mean_ms` is each part's mean over the 1% of tasks slowest
+    in all, which says which part the tail is made of.
+    """
+    split = []
+    for task_id, (sent, started) in timings.items():
+        stamp = stamps.get(task_id, {})
+        if "entered" in stamp and "poll_answered" in stamp:
+            entered, answered = stamp["entered"], stamp["poll_answered"]
+            split.append((started - sent, entered - sent, answered - entered, started - answered))
+    if not split:
+        return {"tasks": 0, "unstamped": len(timings)}
+    names = ("total", "to_server", "in_server", "to_bot")
+    slowest = sorted(split)[-max(1, len(split) // 100) :]
+    return {
+        "tasks": len(split),
+        "unstamped": len(timings) - len(split),
+        **{name: latency_summary([s[i] for s in split]) for i, name in enumerate(names[1:], 1)},
+        "slowest_1pct_mean_ms": {
+            name: round(1000 * sum(s[i] for s in slowest) / len(slowest), 3)
+            for i, name in enumerate(names)
+        },
+    }

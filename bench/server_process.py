@@ -87,6 +87,8 @@ class Server:
     root: Path
     log_path: Path
     profile_path: Path | None
+    # Where a stamped server (bench/stamped_serve.py) writes its stamps on exit.
+    stamps_path: Path | None = None
     # From SIGTERM to exit, once stopped (None: killed, or not stopped yet).
     stop_secs: float | None = None
 
@@ -146,24 +148,36 @@ class Server:
         return counts
 
 
-def start_server(root: Path, settings: Settings, *, profile: bool = False) -> Server:
+def start_server(
+    root: Path, settings: Settings, *, profile: bool = False, stamps: bool = False
+) -> Server:
     """Starts `drover serve` over `root/state` and `root/configs` (see prepare_dirs).
 
     With `profile`, the server runs under cProfile and writes its stats to
-    `root/server.prof` (and its SQLite statement counts beside it) when it stops.
+    `root/server.prof` (and its SQLite statement counts beside it) when it
+    stops; with `stamps`, it stamps each task's way through it
+    (bench/stamped_serve.py) into `root/stamps.json`. Not both: each
+    wraps `drover serve` in a script of its own.
     """
+    if profile and stamps:
+        raise ValueError("a server is either profiled or stamped, not both")
     state, configs = prepare_dirs(root, settings)
     port = free_port()
     serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "-1"]
     serve += ["--state-dir", str(state), "--config-dir", str(configs), "--log-level", "WARNING"]
     profile_path = root / "server.prof" if profile else None
-    if profile_path is None:
+    stamps_path = root / "stamps.json" if stamps else None
+    if stamps_path is not None:
+        command = [str(PYTHON), str(HERE / "stamped_serve.py"), str(stamps_path), *serve]
+    elif profile_path is None:
         command = [str(PYTHON), "-m", "server", *serve]
     else:
         counts = profile_path.with_suffix(".sql.json")
         command = [str(PYTHON), "-m", "cProfile", "-o", str(profile_path)]
         command += [str(HERE / "counted_serve.py"), str(counts), *serve]
-    return spawn(command, root, port, profile_path)
+    server = spawn(command, root, port, profile_path)
+    server.stamps_path = stamps_path
+    return server
 
 
 def spawn(command: list[str], root: Path, port: int, profile_path: Path | None = None) -> Server:
@@ -218,6 +232,7 @@ async def drover(
     *,
     root: Path | None = None,
     profile: bool = False,
+    stamps: bool = False,
     prepare: Callable[[Path], Awaitable[Any]] | None = None,
 ) -> AsyncIterator[tuple[Server, aiohttp.ClientSession]]:
     """A started server over fresh temporary state, and a client session for it.
@@ -225,7 +240,8 @@ async def drover(
     `prepare(state_dir)`, if given, runs before the server starts (for
     example to fill its SQLite file). The temporary directory is removed
     on the way out unless `root` was given; the server is stopped (and a
-    profiled one has written its stats) before the block's caller goes on.
+    profiled one has written its stats, a stamped one its stamps) before the
+    block's caller goes on.
     """
     with contextlib.ExitStack() as stack:
         if root is None:
@@ -233,7 +249,7 @@ async def drover(
         state, _ = prepare_dirs(root, settings)
         if prepare is not None:
             await prepare(state)
-        server = start_server(root, settings, profile=profile)
+        server = start_server(root, settings, profile=profile, stamps=stamps)
         try:
             async with http_session() as http:
                 await wait_ready(server, http)
