@@ -21,6 +21,8 @@ from server.cli.client import client_of
 from server.cli.options import Failure, Subparsers, UsageError
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from server.store.backends import StoreOptions
 
 DEFAULT_PORT = 8080
@@ -153,6 +155,24 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 GC_THRESHOLDS = (10_000, 20, 50)
 
 
+async def freeze_startup_heap(_app: web.Application) -> None:
+    """Takes every object the started server holds out of the garbage collector's sight.
+
+    What a server holds once started (modules, protobuf descriptors, the
+    config, the app) lives as long as the process, yet every full
+    collection traversed all of it: 60,000 objects, 28-32 ms per full
+    collection (`gc.collect()` in a started app, bench/in_process.py;
+    under 0.1 ms once they are frozen). With GC_THRESHOLDS a full
+    collection comes at most every 1,000 young ones: under a steady drain (126
+    young collections per 20,000 tasks), one such stall of the event loop
+    every 160,000 tasks or so. Frozen, those
+    objects are still freed by reference counting; only cycles among them
+    would stay, and the garbage of the start is collected just before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(args: argparse.Namespace) -> int:
     """Runs the server until SIGINT or SIGTERM."""
     # Imported here so that client commands start without loading the server.
@@ -184,9 +204,15 @@ def _serve(args: argparse.Namespace) -> int:
         options.store.describe(),
     )
     gc.set_threshold(*GC_THRESHOLDS)
+
+    async def app() -> web.Application:
+        served = await create_app(options)
+        served.on_startup.append(freeze_startup_heap)
+        return served
+
     try:
         web.run_app(
-            create_app(options),
+            app(),
             host=args.host,
             port=args.port,
             print=None,

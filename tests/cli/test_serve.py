@@ -58,3 +58,28 @@ def test_datastore_without_credentials_fails_with_a_message(tmp_path: pathlib.Pa
     assert "drover: The store cannot be opened: datastore (project p1)" in run.stderr
     assert "application-default login" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+async def test_the_started_heap_is_frozen_after_its_garbage_is_collected() -> None:
+    """freeze_startup_heap collects the start's cycles, then hides what is left from the GC."""
+    import gc
+    import weakref
+
+    from aiohttp import web
+
+    from server.cli.serve import freeze_startup_heap
+
+    class Node:
+        peer: Node | None = None
+
+    kept, dropped = Node(), Node()
+    dropped.peer = dropped  # a cycle: only the collector frees it
+    gone = weakref.ref(dropped)
+    del dropped
+    try:
+        await freeze_startup_heap(web.Application())
+        assert gone() is None, "the start's garbage was frozen instead of collected"
+        assert gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects()), "a started object is still tracked"
+    finally:
+        gc.unfreeze()
