@@ -125,7 +125,8 @@ def _compile(tp: Any, checked: bool) -> tuple[_Convert, _Convert]:
     if tp is bytes:
         return _b64encode, _b64decode
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return _enum_name, functools.partial(_enum_member, tp)
+        # A plain dict's lookup: EnumType.__getitem__ is a Python call per decoded state.
+        return _enum_name, dict(tp.__members__).__getitem__
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _dataclass_converters(tp, checked)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -290,10 +291,6 @@ def _tuple_decoder(converts: tuple[_Convert, ...]) -> _Convert:
 
 def _enum_name(member: enum.Enum) -> str:
     return member.name
-
-
-def _enum_member(cls: type[enum.Enum], name: str) -> enum.Enum:
-    return cls[name]
 
 
 def _b64encode(data: bytes) -> str:
