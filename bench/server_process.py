@@ -175,19 +175,30 @@ def start_server(
         counts = profile_path.with_suffix(".sql.json")
         command = [str(PYTHON), "-m", "cProfile", "-o", str(profile_path)]
         command += [str(HERE / "counted_serve.py"), str(counts), *serve]
-    server = spawn(command, root, port, profile_path)
-    server.stamps_path = stamps_path
-    return server
+    return spawn(command, root, port, profile_path, stamps_path)
 
 
-def spawn(command: list[str], root: Path, port: int, profile_path: Path | None = None) -> Server:
+def spawn(
+    command: list[str],
+    root: Path,
+    port: int,
+    profile_path: Path | None = None,
+    stamps_path: Path | None = None,
+) -> Server:
     """Starts a server process listening on `port`, its output logged under `root`."""
     log_path = root / f"server-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-    return Server(proc=proc, port=port, root=root, log_path=log_path, profile_path=profile_path)
+    return Server(
+        proc=proc,
+        port=port,
+        root=root,
+        log_path=log_path,
+        profile_path=profile_path,
+        stamps_path=stamps_path,
+    )
 
 
 async def wait_ready(server: Server, http: aiohttp.ClientSession) -> None:

@@ -51,6 +51,7 @@ async def _entered(
 
 
 async def _prepared(request: web.Request, response: web.StreamResponse) -> None:
+    """Files a create's entry time under the task ID its answer names; stamps a poll's answer."""
     now = time.perf_counter()
     body = getattr(response, "body", None)
     if not isinstance(body, bytes) or b'"task_id"' not in body:
@@ -58,9 +59,7 @@ async def _prepared(request: web.Request, response: web.StreamResponse) -> None:
     if ENTERED in request:
         task_id = str(jsonio.loads(body).get("task_id", ""))
         if task_id:
-            stamp = _stamps.setdefault(summary_id(task_id), {})
-            stamp["entered"] = request[ENTERED]
-            stamp["create_answered"] = now
+            _stamps.setdefault(summary_id(task_id), {})["entered"] = request[ENTERED]
     elif request.path == POLL_PATH:
         manifest = jsonio.loads(body).get("manifest") or {}
         task_id = str(manifest.get("task_id", ""))

@@ -163,11 +163,11 @@ async def freeze_startup_heap(_app: web.Application) -> None:
     collection traversed all of it: 60,000 objects, 28-32 ms per full
     collection (`gc.collect()` in a started app, bench/in_process.py;
     under 0.1 ms once they are frozen). With GC_THRESHOLDS a full
-    collection comes at most every 1,000 young ones: under a steady drain (126
-    young collections per 20,000 tasks), one such stall of the event loop
-    every 160,000 tasks or so. Frozen, those
-    objects are still freed by reference counting; only cycles among them
-    would stay, and the garbage of the start is collected just before.
+    collection comes at most every 1,000 young ones: under a steady drain
+    (126 young collections per 20,000 tasks), one such stall of the event
+    loop every 160,000 tasks or so. Frozen, those objects are still freed
+    by reference counting; only cycles among them would stay, and the
+    garbage of the start is collected just before.
     """
     gc.collect()
     gc.freeze()
