@@ -17,7 +17,9 @@ the bot is `os: Linux`, so it can run none of them.
 Then the server starts (`long_poll_secs: 0`: polls answer at once), the bot
 handshakes and runs one task it can run (so its own queue exists and the
 code paths are warm), and polls `--polls` times in a row; each poll's round
-trip is timed. The report gives p50/p99 per depth and their ratio to depth 0.
+trip is timed. The report gives p50/p99 per depth and their ratio to depth 0,
+and how long the client API takes to count the pending tasks
+(`tasks:count?state=PENDING`) and to summarize all (`tasks:summary`).
 
     .venv/bin/python bench/b4_poll_depth.py [--full] [--depths 0 10000 100000 1000000]
 """
@@ -33,6 +35,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 from figures import Json, latency_summary, rate, ratio
 from google.protobuf import json_format
 from reports import base_args, run, sized
@@ -52,6 +55,8 @@ from server.scheduler.tasks import TaskService
 from server.store.sqlite import SqliteStore
 
 SETTINGS = {"long_poll_secs": 0}
+# Timed calls of tasks:count and tasks:summary per depth; the fastest is reported.
+COUNT_CALLS = 3
 # The issue's target: p50/p99 at 1,000,000 pending within 1.5x of the empty case.
 TARGET_RATIO = 1.5
 # Tasks written per transaction by the filler.
@@ -181,6 +186,7 @@ async def measure_depth(root: Path, depth: int, polls: int, queues: int) -> Json
             latencies.append(time.perf_counter() - start)
             if reply.get("cmd") != "sleep":
                 fleet.errors[f"poll:{reply.get('cmd')}"] += 1
+        counted = await _time_counts(http, server.url)
         pending = _pending_in_store(server.state_dir / "drover.sqlite3")
     return {
         "depth": depth,
@@ -188,8 +194,27 @@ async def measure_depth(root: Path, depth: int, polls: int, queues: int) -> Json
         **filled,
         "poll": latency_summary(latencies),
         "polls_per_s": rate(len(latencies), sum(latencies)),
+        **counted,
         "errors": dict(fleet.errors),
     }
+
+
+async def _time_counts(http: aiohttp.ClientSession, url: str) -> Json:
+    """The client API's count of PENDING tasks and summary of all, each the fastest of COUNT_CALLS.
+
+    Both answer from the store's indexes; the count shows they are exact.
+    """
+    figures: Json = {}
+    for name, path in (("count", "tasks:count?state=PENDING"), ("summary", "tasks:summary")):
+        best = float("inf")
+        for _ in range(COUNT_CALLS):
+            start = time.perf_counter()
+            async with http.get(f"{url}/api/v1/{path}") as resp:
+                body = await resp.json()
+            best = min(best, time.perf_counter() - start)
+        figures[f"{name}_ms"] = round(best * 1000, 2)
+        figures[f"{name}_answer"] = body.get("count") or body.get("total") or "0"
+    return figures
 
 
 async def main(args: argparse.Namespace) -> Json:

@@ -113,7 +113,13 @@ def _rows(runs: Json) -> list[tuple[str, str, str]]:
             (
                 f"B4 poll, {depth['depth']:,} pending",
                 f"p50 {_f(poll.get('p50_ms'), ' ms')}, p99 {_f(poll.get('p99_ms'), ' ms')} "
-                f"(x{_f(depth['p50_ratio_to_0'])}, x{_f(depth['p99_ratio_to_0'])} of empty)",
+                f"(x{_f(depth['p50_ratio_to_0'])}, x{_f(depth['p99_ratio_to_0'])} of empty)"
+                + (
+                    f"; tasks:count {_f(depth['count_ms'], ' ms')}, "
+                    f"tasks:summary {_f(depth['summary_ms'], ' ms')}"
+                    if "count_ms" in depth
+                    else ""
+                ),
                 "within 1.5x",
             )
         )

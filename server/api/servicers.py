@@ -5,7 +5,6 @@ The same objects serve HTTP/JSON (server/api/transcoder.py) and gRPC.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -22,6 +21,7 @@ from server.clock import Clock
 from server.config.model import ConfigSource
 from server.errors import InvalidRequest
 from server.model import BotQuery, TaskQuery, TaskRequest, TaskResult, TaskState
+from server.scheduler import summary
 from server.scheduler.batch import MAX_BATCH, BatchService, Operation
 from server.scheduler.fleet import FleetService
 from server.scheduler.pending import PendingService
@@ -178,22 +178,21 @@ class TasksServicer:
     async def CountTasks(
         self, req: tasks_pb2.ListTasksRequest, ctx: CallContext
     ) -> tasks_pb2.CountTasksResponse:
-        found = await self._tasks.select(_task_query(req))
-        return tasks_pb2.CountTasksResponse(count=len(found))
+        counts = await self._tasks.count(_task_query(req))
+        return tasks_pb2.CountTasksResponse(count=sum(counts.values()))
 
     async def SummarizeTasks(
         self, req: tasks_pb2.ListTasksRequest, ctx: CallContext
     ) -> tasks_pb2.TasksSummary:
-        found = await self._tasks.select(_task_query(req))
-        counts = collections.Counter(r.state for r in found)
+        selection = await summary.summarize(self._tasks, _task_query(req))
         return tasks_pb2.TasksSummary(
-            total=len(found),
+            total=selection.total,
             states=[
                 tasks_pb2.StateCount(state=int(s), count=n)  # type: ignore[arg-type]
-                for s, n in sorted(counts.items())
+                for s, n in sorted(selection.counts.items())
             ],
-            all_done=all(not r.state.is_active for r in found),
-            all_succeeded=all(r.state is TaskState.COMPLETED and not r.failure for r in found),
+            all_done=selection.all_done,
+            all_succeeded=selection.all_succeeded,
         )
 
     async def ReportResults(

@@ -286,6 +286,14 @@ class TaskService:
             raise InvalidRequest(f"limit must be in 1..{MAX_PAGE}")
         return await self._store.list_tasks(query)
 
+    async def count(self, query: TaskQuery, cap: int | None = None) -> dict[TaskState, int]:
+        """How many tasks `query` matches per state, each up to `cap` (Store.count_tasks)."""
+        return await self._store.count_tasks(query, cap)
+
+    async def any_failed(self, query: TaskQuery) -> bool:
+        """Whether a COMPLETED task `query` matches failed."""
+        return await self._store.any_failed(query)
+
     async def select(self, query: TaskQuery, limit: int = MAX_SELECTION) -> list[TaskResult]:
         """Every task `query` matches, newest first, at most `limit` of them."""
         found: list[TaskResult] = []

@@ -26,6 +26,7 @@ from server.model import (
     TaskReport,
     TaskRequest,
     TaskResult,
+    TaskState,
 )
 
 # Output is stored in chunks of this size; a write at any offset touches at
@@ -255,6 +256,19 @@ class Store(Protocol):
 
         The created range is `created_after <= created_ts < created_before`.
         """
+        ...
+
+    async def count_tasks(self, query: TaskQuery, cap: int | None = None) -> dict[TaskState, int]:
+        """How many tasks `query` matches in each state it asks for (every state if none).
+
+        Filters as list_tasks does; `limit` and `cursor` are ignored. With
+        `cap`, a state's count stops there: a state at `cap` has at least
+        that many. Counts from the indexes, never decoding a record.
+        """
+        ...
+
+    async def any_failed(self, query: TaskQuery) -> bool:
+        """Whether a COMPLETED task that `query` matches (as list_tasks) has `failure` set."""
         ...
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:

@@ -77,6 +77,7 @@ from server.model import (
     TaskReport,
     TaskRequest,
     TaskResult,
+    TaskState,
 )
 from server.store import (
     datastore_bots,
@@ -310,6 +311,14 @@ class DatastoreStore:
     async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
         """Lists tasks newest first: one query per state asked for, merged."""
         return await self._call(task_queries.list_tasks, self._client, query)
+
+    async def count_tasks(self, query: TaskQuery, cap: int | None = None) -> dict[TaskState, int]:
+        """Counts per state: one keys-only query each (task_queries.count_tasks)."""
+        return await self._call(task_queries.count_tasks, self._client, query, cap)
+
+    async def any_failed(self, query: TaskQuery) -> bool:
+        """Reads the query's COMPLETED results until one failed (task_queries.any_failed)."""
+        return await self._call(task_queries.any_failed, self._client, query)
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:
         """Returns active tasks with a deadline at or before `now`, earliest first."""

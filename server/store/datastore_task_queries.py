@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from server.model import Page, TaskQuery, TaskResult
+from server.model import Page, TaskQuery, TaskResult, TaskState
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
 from server.store.datastore_client import TASK_RESULT, load, query, sortable
@@ -110,21 +110,9 @@ def list_tasks(client: Any, task_query: TaskQuery) -> Page[TaskResult]:
     if task_query.cursor:
         created_ts, task_id = decode_cursor("tasks", task_query.cursor, float, str)
         upper = order_key(created_ts, task_id)
-    if task_query.created_before is not None:
-        before = sortable(task_query.created_before)
-        upper = before if upper is None else min(upper, before)
-    lower = None if task_query.created_after is None else sortable(task_query.created_after)
-    if lower is not None and upper is not None and lower >= upper:
+    filters = _filters(task_query, upper)
+    if filters is None:
         return Page(items=[])
-    filters: list[tuple[str, str, Any]] = [
-        ("tags", "=", tag) for tag in dict.fromkeys(task_query.tags)
-    ]
-    if task_query.bot_id:
-        filters.append(("bot_id", "=", task_query.bot_id))
-    if lower is not None:
-        filters.append(("order_key", ">=", lower))
-    if upper is not None:
-        filters.append(("order_key", "<", upper))
     # None: no state filter, one query for all states.
     states: list[int | None] = [*sorted(s.value for s in task_query.states)] or [None]
     streams = [_newest_first(client, filters, state, task_query.limit + 1) for state in states]
@@ -137,6 +125,51 @@ def list_tasks(client: Any, task_query: TaskQuery) -> Page[TaskResult]:
     )
 
 
+def count_tasks(client: Any, task_query: TaskQuery, cap: int | None) -> dict[TaskState, int]:
+    """Counts per state, each one keys-only query on the listing's indexes (no entity read).
+
+    Not a count aggregation: the emulator does not implement it (see
+    count_queued). About one key read per task counted, at most `cap`.
+    """
+    filters = _filters(task_query, None)
+    counts: dict[TaskState, int] = {}
+    for state in sorted(task_query.states or TaskState, key=lambda s: s.value):
+        if filters is None or (cap is not None and cap <= 0):
+            counts[state] = 0
+            continue
+        counts[state] = _count(_newest_first(client, filters, state.value, cap, keys_only=True))
+    return counts
+
+
+def any_failed(client: Any, task_query: TaskQuery) -> bool:
+    """Whether a COMPLETED result the query matches failed: its COMPLETED ones, read until one."""
+    filters = _filters(task_query, None)
+    if filters is None:
+        return False
+    completed = _newest_first(client, filters, TaskState.COMPLETED.value, None)
+    return any(load(TaskResult, e).failure for e in completed)
+
+
+def _filters(task_query: TaskQuery, upper: str | None) -> list[tuple[str, str, Any]] | None:
+    """The query's tags, bot and created range as filters below `upper`; None if it is empty."""
+    if task_query.created_before is not None:
+        before = sortable(task_query.created_before)
+        upper = before if upper is None else min(upper, before)
+    lower = None if task_query.created_after is None else sortable(task_query.created_after)
+    if lower is not None and upper is not None and lower >= upper:
+        return None
+    filters: list[tuple[str, str, Any]] = [
+        ("tags", "=", tag) for tag in dict.fromkeys(task_query.tags)
+    ]
+    if task_query.bot_id:
+        filters.append(("bot_id", "=", task_query.bot_id))
+    if lower is not None:
+        filters.append(("order_key", ">=", lower))
+    if upper is not None:
+        filters.append(("order_key", "<", upper))
+    return filters
+
+
 def list_due(client: Any, now: float, limit: int) -> list[TaskResult]:
     """Tasks whose `due_ts` (server/store/rules.py) is at or before `now`, earliest first."""
     if limit < 1:
@@ -146,12 +179,17 @@ def list_due(client: Any, now: float, limit: int) -> list[TaskResult]:
 
 
 def _newest_first(
-    client: Any, filters: list[tuple[str, str, Any]], state: int | None, limit: int
+    client: Any,
+    filters: list[tuple[str, str, Any]],
+    state: int | None,
+    limit: int | None,
+    *,
+    keys_only: bool = False,
 ) -> Iterator[Any]:
-    """One state's share of a listing, newest first, at most `limit` entities."""
+    """One state's share of a listing, newest first, at most `limit` entities (or keys)."""
     if state is not None:
         filters = [*filters, ("state", "=", state)]
-    listing = query(client, TASK_RESULT, *filters, order=["-order_key"])
+    listing = query(client, TASK_RESULT, *filters, order=["-order_key"], keys_only=keys_only)
     return iter(listing.fetch(limit=limit))
 
 

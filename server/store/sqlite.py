@@ -26,7 +26,6 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from server import errors
 from server.clock import Clock, SystemClock
@@ -39,6 +38,7 @@ from server.model import (
     TaskReport,
     TaskRequest,
     TaskResult,
+    TaskState,
     evolve,
     merge_reports,
 )
@@ -49,11 +49,10 @@ from server.store import (
     sqlite_keys,
     sqlite_output,
     sqlite_schema,
+    sqlite_task_queries,
     sqlite_tokens,
 )
 from server.store.base import Dispatch
-from server.store.cursor import decode as decode_cursor
-from server.store.cursor import encode as encode_cursor
 from server.store.sqlite_cache import RecordCache
 from server.store.sqlite_checkpoint import Checkpointer
 from server.store.sqlite_polls import PollRecords
@@ -65,8 +64,6 @@ from server.store.sqlite_results import (
     queue_position,
     store_result,
 )
-from server.store.sqlite_sql import marks as _marks
-from server.store.sqlite_sql import where as _where
 
 
 class SqliteStore(PollRecords):
@@ -258,40 +255,16 @@ class SqliteStore(PollRecords):
         return find_reusable(self._db, properties_hash, completed_after)
 
     async def list_tasks(self, query: TaskQuery) -> Page[TaskResult]:
-        """Lists tasks newest first with one query; tags are joined from task_tags."""
-        rules.check_limit(query.limit)
-        where: list[str] = []
-        args: list[Any] = []
-        if query.cursor:
-            where.append("(created_ts, task_id) < (?, ?)")
-            args.extend(decode_cursor("tasks", query.cursor, float, str))
-        if query.states:
-            where.append(f"state IN ({_marks(query.states)})")
-            args.extend(sorted(s.value for s in query.states))
-        for tag in dict.fromkeys(query.tags):
-            where.append("task_id IN (SELECT task_id FROM task_tags WHERE tag = ?)")
-            args.append(tag)
-        if query.bot_id:
-            # Says what the partial task_results_by_bot index holds, so it is used.
-            where.append("bot_id = ? AND bot_id != ''")
-            args.append(query.bot_id)
-        if query.created_after is not None:
-            where.append("created_ts >= ?")
-            args.append(query.created_after)
-        if query.created_before is not None:
-            where.append("created_ts < ?")
-            args.append(query.created_before)
-        rows = self._db.execute(
-            f"SELECT created_ts, task_id, data FROM task_results {_where(where)}"
-            " ORDER BY created_ts DESC, task_id DESC LIMIT ?",
-            (*args, query.limit + 1),
-        ).fetchall()
-        return rules.page(
-            rows,
-            query.limit,
-            lambda row: encode_cursor("tasks", row[0], row[1]),
-            lambda row: codec.loads(TaskResult, row[2]),
-        )
+        """Lists tasks newest first with one query (sqlite_task_queries)."""
+        return sqlite_task_queries.list_tasks(self._db, query)
+
+    async def count_tasks(self, query: TaskQuery, cap: int | None = None) -> dict[TaskState, int]:
+        """Counts per state from the (state, created_ts) index, reading no record."""
+        return sqlite_task_queries.count_tasks(self._db, query, cap)
+
+    async def any_failed(self, query: TaskQuery) -> bool:
+        """One look in the partial index of failed results."""
+        return sqlite_task_queries.any_failed(self._db, query)
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:
         """Returns tasks whose deadline (rules.due_ts) is at or before `now`, earliest first."""

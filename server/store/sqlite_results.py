@@ -25,8 +25,10 @@ QueueEntry = tuple[int, float, str]
 
 # The columns of a stored result that store_result compares with the new
 # record, in this order (select them as `{OLD_COLUMNS}` from task_results r).
-OLD_COLUMNS = "r.tags, r.state, r.created_ts, r.bot_id, r.due_ts, r.completed_ts, r.reusable_hash"
-_INDEXED = ("state", "created_ts", "bot_id", "due_ts", "completed_ts", "reusable_hash")
+OLD_COLUMNS = (
+    "r.tags, r.state, r.created_ts, r.bot_id, r.due_ts, r.completed_ts, r.reusable_hash, r.failed"
+)
+_INDEXED = ("state", "created_ts", "bot_id", "due_ts", "completed_ts", "reusable_hash", "failed")
 
 
 def store_result(
@@ -49,11 +51,13 @@ def store_result(
         due_ts(result),
         result.completed_ts,
         reusable_hash(result),
+        int(result.failure),
     )
     if old is None:
         db.execute(
             "INSERT INTO task_results (state, created_ts, bot_id, due_ts, completed_ts,"
-            " reusable_hash, tags, version, data, task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " reusable_hash, failed, tags, version, data, task_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*indexed, tags, result.version, codec.dumps(result), result.task_id),
         )
         old_tags = None

@@ -170,6 +170,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE INDEX task_results_by_bot ON task_results (bot_id, created_ts, task_id)
             WHERE bot_id != ''""",
     ),
+    (
+        # Whether a result failed, as a column: a summary's all_succeeded asks
+        # whether any COMPLETED result of a selection failed, which the
+        # partial index answers with one look (sqlite_task_queries.any_failed).
+        # Records the standard library wrote (a float that is not finite,
+        # server/store/codec.py) are not JSON to SQLite: their text is searched.
+        "ALTER TABLE task_results ADD COLUMN failed INTEGER NOT NULL DEFAULT 0",
+        """UPDATE task_results SET failed = 1 WHERE CASE WHEN json_valid(data)
+            THEN json_extract(data, '$.failure') = 1
+            ELSE instr(data, '"failure":true') > 0 END""",
+        "CREATE INDEX task_results_failed ON task_results (state, created_ts) WHERE failed = 1",
+    ),
 )
 
 

@@ -69,6 +69,13 @@ async def test_summary_says_whether_all_are_done_and_succeeded(
     assert summary["all_done"] is True
     assert summary["all_succeeded"] is True
     assert summary["states"] == [{"state": "COMPLETED", "count": "2"}]
+    await _make(client, clock, ["rev:9"])
+    run_id = (await bot.poll())["manifest"]["task_id"]
+    await bot.update(run_id, exit_code=1, duration=1.0)
+    summary = await _get(client, "/api/v1/tasks:summary?tags=rev:9")
+    assert (summary["total"], summary["all_done"], summary["all_succeeded"]) == ("3", True, False)
+    empty = await _get(client, "/api/v1/tasks:summary?tags=rev:none")
+    assert (empty.get("total", "0"), empty["all_done"], empty["all_succeeded"]) == ("0", True, True)
 
 
 async def test_batch_cancel_dry_run_lists_exactly_what_is_then_cancelled(
