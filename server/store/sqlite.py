@@ -6,15 +6,16 @@ helpers of their own (sqlite_results, sqlite_output), and the operations of
 a bot's poll (bots, poll replies, claims) are in sqlite_polls. Records are kept as
 JSON made by server.store.codec, next to copies of the columns queries use.
 
-Threading: every call runs directly on the event loop thread, on the store's
-one connection. With WAL a call's SQLite work takes tens of microseconds,
+Threading: every call but a count of tasks runs directly on the event loop
+thread, on the store's one connection. With WAL a call's SQLite work takes tens of microseconds,
 less than handing it to a thread pool would cost, and it keeps transactions
 simple: no call awaits while a transaction is open, so the calls of one
 store never interleave. The consequence is that a slow call stalls the whole
 server: a write waiting for another process's write lock blocks the loop for
 up to BUSY_TIMEOUT_MS (then fails with Unavailable); reading a large output
 copies it on the loop. WAL checkpoints, which sync the file, run in a thread
-of their own (sqlite_checkpoint). Decoded records are cached
+of their own (sqlite_checkpoint), and so do counts of tasks, which read as
+many index entries as they count (sqlite_reader). Decoded records are cached
 (sqlite_cache), with `PRAGMA data_version` telling when another connection
 changed the file. Other processes may open the same file (an admin command, a
 test) and claims stay exclusive across them, but a fleet that needs several
@@ -56,6 +57,7 @@ from server.store.base import Dispatch
 from server.store.sqlite_cache import RecordCache
 from server.store.sqlite_checkpoint import Checkpointer
 from server.store.sqlite_polls import PollRecords
+from server.store.sqlite_reader import Reader
 from server.store.sqlite_results import (
     OLD_COLUMNS,
     count_queued,
@@ -70,13 +72,18 @@ class SqliteStore(PollRecords):
     """A Store in one SQLite file; see the module docstring for its threading."""
 
     def __init__(
-        self, db: sqlite3.Connection, clock: Clock, checkpointer: Checkpointer | None = None
+        self,
+        db: sqlite3.Connection,
+        clock: Clock,
+        checkpointer: Checkpointer | None = None,
+        reader: Reader | None = None,
     ) -> None:
         """Wraps an open, migrated connection; use `open` instead."""
         self._db = db
         self._clock = clock
         self._cache = RecordCache(db)
         self._checkpointer = checkpointer
+        self._reader = reader
         self._seen = sqlite_bots.SeenBots()
         self._touch_timer = None
 
@@ -89,7 +96,7 @@ class SqliteStore(PollRecords):
         given. Raises SchemaTooNew for a database of a newer server.
         """
         db = sqlite_schema.connect(path)
-        return cls(db, clock or SystemClock(), Checkpointer.start(db, path))
+        return cls(db, clock or SystemClock(), Checkpointer.start(db, path), Reader(path))
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -100,6 +107,8 @@ class SqliteStore(PollRecords):
         """Closes the connection; closing twice is harmless."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._reader is not None:
+            self._reader.close()
         if self._touch_timer is not None:
             self._touch_timer.cancel()
             self._touch_timer = None
@@ -259,8 +268,10 @@ class SqliteStore(PollRecords):
         return sqlite_task_queries.list_tasks(self._db, query)
 
     async def count_tasks(self, query: TaskQuery, cap: int | None = None) -> dict[TaskState, int]:
-        """Counts per state from the (state, created_ts) index, reading no record."""
-        return sqlite_task_queries.count_tasks(self._db, query, cap)
+        """Counts per state from the (state, created_ts) index, off the loop (sqlite_reader)."""
+        if self._reader is None:
+            return sqlite_task_queries.count_tasks(self._db, query, cap)
+        return await self._reader.run(sqlite_task_queries.count_tasks, query, cap)
 
     async def any_failed(self, query: TaskQuery) -> bool:
         """One look in the partial index of failed results."""

@@ -1,21 +1,26 @@
-"""The SQLite backend's task counts: the schema step behind any_failed, and what counts cost.
+"""The SQLite backend's task counts: the schema step behind any_failed, what counts cost.
 
 What they return is the Store contract (test_contract_listing.py); here is
 what only SQLite has: the `failed` column filled in for existing databases,
-and counts that read index entries in proportion to what they count.
+counts that read index entries in proportion to what they count, and that
+read in a thread of their own (server/store/sqlite_reader.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import pathlib
 import sqlite3
+import threading
 from typing import Any
 
+import pytest
+
 from server.model import TaskQuery, TaskState
-from server.store import codec, sqlite_schema
+from server.store import codec, sqlite_schema, sqlite_task_queries
 from server.store.sqlite import SqliteStore
-from tests.store.records import NOW, add_task, make_task
+from tests.store.records import NOW, add_task, make_task, task_id
 from tests.store.test_sqlite_lookups import sqlite_steps, store
 
 __all__ = ["store"]
@@ -60,12 +65,44 @@ async def test_a_count_reads_what_it_counts_not_the_rest(store: SqliteStore) -> 
     for n in range(10):
         await add_task(store, n, state=TaskState.PENDING)
     query = TaskQuery(states=frozenset({TaskState.PENDING}))
-    _, few = await sqlite_steps(store, lambda: store.count_tasks(query))
+
+    async def count() -> dict[TaskState, int]:
+        # The store's reader thread runs this same function on its own connection.
+        return sqlite_task_queries.count_tasks(store.connection, query, None)
+
+    _, few = await sqlite_steps(store, count)
     for n in range(100, 1100):
         await add_task(store, n, **DONE)
-    counts, many = await sqlite_steps(store, lambda: store.count_tasks(query))
+    counts, many = await sqlite_steps(store, count)
     assert counts == {TaskState.PENDING: 10}
     assert many <= few * 1.2
+
+
+async def test_a_count_runs_off_the_loop_and_sees_what_was_committed(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a count waits in its thread, the loop serves other calls; it sees their commits."""
+    await add_task(store, 1)
+    started, release = threading.Event(), threading.Event()
+    threads: list[threading.Thread] = []
+    real = sqlite_task_queries.count_tasks
+
+    def held_count(db: sqlite3.Connection, query: TaskQuery, cap: int | None) -> Any:
+        threads.append(threading.current_thread())
+        started.set()
+        assert release.wait(10)
+        return real(db, query, cap)
+
+    monkeypatch.setattr(sqlite_task_queries, "count_tasks", held_count)
+    counting = asyncio.ensure_future(store.count_tasks(TaskQuery()))
+    assert await asyncio.to_thread(started.wait, 10)
+    assert await store.get_result(task_id(1)) is not None
+    await add_task(store, 2)
+    release.set()
+    counts = await counting
+    assert len(threads) == 1
+    assert threads[0] is not threading.main_thread()
+    assert counts[TaskState.PENDING] == 2
 
 
 async def test_any_failed_ignores_the_tasks_that_succeeded(store: SqliteStore) -> None:
