@@ -7,10 +7,10 @@ a bot's poll (bots, poll replies, claims) are in sqlite_polls. Records are kept 
 JSON made by server.store.codec, next to copies of the columns queries use.
 
 Threading: every call but a count of tasks runs directly on the event loop
-thread, on the store's one connection. With WAL a call's SQLite work takes tens of microseconds,
-less than handing it to a thread pool would cost, and it keeps transactions
-simple: no call awaits while a transaction is open, so the calls of one
-store never interleave. The consequence is that a slow call stalls the whole
+thread, on the store's one connection. With WAL a call's SQLite work takes
+tens of microseconds, less than handing it to a thread pool would cost, and
+it keeps transactions simple: no call awaits while a transaction is open,
+so the calls of one store never interleave. The consequence is that a slow call stalls the whole
 server: a write waiting for another process's write lock blocks the loop for
 up to BUSY_TIMEOUT_MS (then fails with Unavailable); reading a large output
 copies it on the loop. WAL checkpoints, which sync the file, run in a thread
