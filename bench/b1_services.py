@@ -22,11 +22,13 @@ the handlers' reading and writing of JSON bodies.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import time
 from pathlib import Path
 from typing import Any
 
+import callgrind
 from figures import Json, per
 from in_process import ServiceBot, TimedConnection, bot_version, served_app
 from open_loop import SETTINGS
@@ -76,18 +78,22 @@ async def _drain(app: Any, tasks: int, bots: int, version: str, profile_to: Path
     done = calls = 0
     if profiler:
         profiler.enable()
-    while done < tasks and calls < 4 * tasks:
-        for bot in fleet:
-            calls += 1
-            started = polls.start()
-            reply = await bot.poll()
-            polls.stop(started)
-            if reply["cmd"] != "run":
-                continue
-            started = updates.start()
-            await bot.complete(reply["manifest"]["task_id"])
-            updates.stop(started)
-            done += 1
+    with callgrind.counted() if callgrind.active() else contextlib.nullcontext() as count:
+        while done < tasks and calls < 4 * tasks:
+            for bot in fleet:
+                if done == tasks:
+                    # A poll now would be held until long_poll_secs, waiting for nothing.
+                    break
+                calls += 1
+                started = polls.start()
+                reply = await bot.poll()
+                polls.stop(started)
+                if reply["cmd"] != "run":
+                    continue
+                started = updates.start()
+                await bot.complete(reply["manifest"]["task_id"])
+                updates.stop(started)
+                done += 1
     if profiler and profile_to:
         profiler.disable()
         profiler.dump_stats(profile_to)
@@ -101,6 +107,9 @@ async def _drain(app: Any, tasks: int, bots: int, version: str, profile_to: Path
         "task_update": updates.figures(done),
         "polls_per_task": per(calls, done, digits=2),
     }
+    if count is not None:
+        # Under valgrind the CPU figures above are valgrind's, not the server's.
+        figures["instructions_per_task"] = per(count.instructions, done, digits=0)
     if profile_to:
         figures["profile"] = profile_summary(profile_to, done, {})
     return figures
@@ -119,8 +128,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile-out", type=Path, help="profile the drain in cProfile, its dump kept here"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="run under valgrind's callgrind and count the drain's instructions per task",
+    )
     return sized(parser.parse_args(), tasks=(2_000, 20_000), max_secs=(300.0, 1800.0))
 
 
 if __name__ == "__main__":
-    run("b1_services", main, parse_args(), SETTINGS)
+    arguments = parse_args()
+    if arguments.instructions and not callgrind.active():
+        callgrind.reexec_under_callgrind()
+    run("b1_services", main, arguments, SETTINGS)
