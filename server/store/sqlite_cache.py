@@ -70,7 +70,8 @@ class RecordCache:
     """The store's caches of requests, results and bots (see the module docstring)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+        # One cursor for every check: each poll and task_update makes several.
+        self._version_cursor = db.cursor()
         self.requests: Lru[str, TaskRequest] = Lru(REQUESTS)
         self.results: Lru[str, TaskResult] = Lru(RESULTS)
         self.bots: Lru[str, Bot] = Lru(BOTS)
@@ -93,5 +94,5 @@ class RecordCache:
             self.reply_uuids.clear()
 
     def _read_version(self) -> int:
-        version: int = self._db.execute("PRAGMA data_version").fetchone()[0]
+        version: int = self._version_cursor.execute("PRAGMA data_version").fetchone()[0]
         return version
