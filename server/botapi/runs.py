@@ -169,7 +169,7 @@ class RunService:
                 r = evolve(r, properties_hash=dedup.reusable_hash(request, r))
             return transitions.settle_restart(r, request, now=now)
 
-        stored, changed = await mutate(ctx.store, task_id, change)
+        stored, changed = await mutate(ctx.store, task_id, change, read=result)
         ctx.output_waiters.notify(task_id)
         await children.stop_children(ctx.store, stored, now)
         if not changed and not is_current_run(stored, bot_id, try_number):
