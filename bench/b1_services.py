@@ -110,6 +110,7 @@ async def _drain(app: Any, tasks: int, bots: int, version: str, profile_to: Path
     if count is not None:
         # Under valgrind the CPU figures above are valgrind's, not the server's.
         figures["instructions_per_task"] = per(count.instructions, done, digits=0)
+        figures["callgrind_dump"] = str(count.dump)
     if profile_to:
         figures["profile"] = profile_summary(profile_to, done, {})
     return figures

@@ -59,9 +59,13 @@ def reexec_under_callgrind() -> None:
 
 
 class Count:
-    """The instructions of one stretch, known once it ends."""
+    """The instructions of one stretch, known once it ends, and callgrind's dump of it.
+
+    The dump stays (in a temporary directory) for `callgrind_annotate`.
+    """
 
     instructions = 0
+    dump: Path | None = None
 
 
 @contextlib.contextmanager
@@ -75,7 +79,8 @@ def counted() -> Iterator[Count]:
     finally:
         _control("--dump=stretch")
         _control("--instr=off")
-        count.instructions = _totals(Path(os.environ[OUT_ENV] + ".1"))
+        count.dump = Path(os.environ[OUT_ENV] + ".1")
+        count.instructions = _totals(count.dump)
 
 
 def _control(flag: str) -> None:
