@@ -15,6 +15,7 @@ from server.app import ServerOptions, create_app
 from server.appkeys import BOT_SERVICE
 from server.clock import FakeClock
 from server.config.live import LiveConfig
+from server.store.sqlite import SqliteStore
 
 # The one Datastore emulator of a test session, and a `store` of each backend
 # (with more stores on its database), for every test that needs them.
@@ -71,6 +72,14 @@ def config_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     # token (tests/api/test_auth.py and its kin write their own settings).
     (target / "settings.cfg").write_text('long_poll_secs: 0\nanonymous_role: "admin"\n')
     return target
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: pathlib.Path) -> AsyncIterator[SqliteStore]:
+    """A fresh SqliteStore in tmp_path, closed at teardown."""
+    opened = await SqliteStore.open(tmp_path / "drover.sqlite3")
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

@@ -132,13 +132,13 @@ def count_tasks(client: Any, task_query: TaskQuery, cap: int | None) -> dict[Tas
     count_queued). About one key read per task counted, at most `cap`.
     """
     filters = _filters(task_query, None)
-    counts: dict[TaskState, int] = {}
-    for state in sorted(task_query.states or TaskState, key=lambda s: s.value):
-        if filters is None or (cap is not None and cap <= 0):
-            counts[state] = 0
-            continue
-        counts[state] = _count(_newest_first(client, filters, state.value, cap, keys_only=True))
-    return counts
+    states = sorted(task_query.states or TaskState, key=lambda s: s.value)
+    if filters is None or (cap is not None and cap <= 0):
+        return dict.fromkeys(states, 0)
+    return {
+        state: _count(_newest_first(client, filters, state.value, cap, keys_only=True))
+        for state in states
+    }
 
 
 def any_failed(client: Any, task_query: TaskQuery) -> bool:

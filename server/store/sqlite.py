@@ -10,16 +10,17 @@ Threading: every call but a count of tasks runs directly on the event loop
 thread, on the store's one connection. With WAL a call's SQLite work takes
 tens of microseconds, less than handing it to a thread pool would cost, and
 it keeps transactions simple: no call awaits while a transaction is open,
-so the calls of one store never interleave. The consequence is that a slow call stalls the whole
-server: a write waiting for another process's write lock blocks the loop for
-up to BUSY_TIMEOUT_MS (then fails with Unavailable); reading a large output
-copies it on the loop. WAL checkpoints, which sync the file, run in a thread
-of their own (sqlite_checkpoint), and so do counts of tasks, which read as
-many index entries as they count (sqlite_reader). Decoded records are cached
+so the calls of one store never interleave. The consequence is that a slow
+call stalls the whole server: a write waiting for another process's write
+lock blocks the loop for up to BUSY_TIMEOUT_MS (then fails with
+Unavailable); reading a large output copies it on the loop. WAL
+checkpoints, which sync the file, run in a thread of their own
+(sqlite_checkpoint), and so do counts of tasks, which read as many index
+entries as they count (sqlite_reader). Decoded records are cached
 (sqlite_cache), with `PRAGMA data_version` telling when another connection
-changed the file. Other processes may open the same file (an admin command, a
-test) and claims stay exclusive across them, but a fleet that needs several
-server processes should use the Datastore backend."""
+changed the file. Other processes may open the same file (an admin command,
+a test) and claims stay exclusive across them, but a fleet that needs
+several server processes should use the Datastore backend."""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import os
 import sqlite3
 from collections.abc import Callable
@@ -49,8 +48,7 @@ class Reader:
         def bound(db: sqlite3.Connection) -> T:
             return read(db, *args, **kwargs)
 
-        call = functools.partial(self._call, bound)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, bound)
 
     def close(self) -> None:
         """Closes the connection once the reads under way end; closing twice is harmless."""

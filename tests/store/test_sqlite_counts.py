@@ -21,9 +21,7 @@ from server.model import TaskQuery, TaskState
 from server.store import codec, sqlite_schema, sqlite_task_queries
 from server.store.sqlite import SqliteStore
 from tests.store.records import NOW, add_task, make_task, task_id
-from tests.store.test_sqlite_lookups import sqlite_steps, store
-
-__all__ = ["store"]
+from tests.store.test_sqlite_lookups import sqlite_steps
 
 DONE: dict[str, Any] = {"state": TaskState.COMPLETED, "queue_key": ""}
 
@@ -60,29 +58,29 @@ async def test_migration_marks_the_failed_results_of_an_existing_database(
         await store.close()
 
 
-async def test_a_count_reads_what_it_counts_not_the_rest(store: SqliteStore) -> None:
+async def test_a_count_reads_what_it_counts_not_the_rest(sqlite_store: SqliteStore) -> None:
     """Counting one state reads its own index range: other states' tasks cost nothing."""
     for n in range(10):
-        await add_task(store, n, state=TaskState.PENDING)
+        await add_task(sqlite_store, n, state=TaskState.PENDING)
     query = TaskQuery(states=frozenset({TaskState.PENDING}))
 
     async def count() -> dict[TaskState, int]:
         # The store's reader thread runs this same function on its own connection.
-        return sqlite_task_queries.count_tasks(store.connection, query, None)
+        return sqlite_task_queries.count_tasks(sqlite_store.connection, query, None)
 
-    _, few = await sqlite_steps(store, count)
+    _, few = await sqlite_steps(sqlite_store, count)
     for n in range(100, 1100):
-        await add_task(store, n, **DONE)
-    counts, many = await sqlite_steps(store, count)
+        await add_task(sqlite_store, n, **DONE)
+    counts, many = await sqlite_steps(sqlite_store, count)
     assert counts == {TaskState.PENDING: 10}
     assert many <= few * 1.2
 
 
 async def test_a_count_runs_off_the_loop_and_sees_what_was_committed(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While a count waits in its thread, the loop serves other calls; it sees their commits."""
-    await add_task(store, 1)
+    await add_task(sqlite_store, 1)
     started, release = threading.Event(), threading.Event()
     threads: list[threading.Thread] = []
     real = sqlite_task_queries.count_tasks
@@ -94,10 +92,10 @@ async def test_a_count_runs_off_the_loop_and_sees_what_was_committed(
         return real(db, query, cap)
 
     monkeypatch.setattr(sqlite_task_queries, "count_tasks", held_count)
-    counting = asyncio.ensure_future(store.count_tasks(TaskQuery()))
+    counting = asyncio.ensure_future(sqlite_store.count_tasks(TaskQuery()))
     assert await asyncio.to_thread(started.wait, 10)
-    assert await store.get_result(task_id(1)) is not None
-    await add_task(store, 2)
+    assert await sqlite_store.get_result(task_id(1)) is not None
+    await add_task(sqlite_store, 2)
     release.set()
     counts = await counting
     assert len(threads) == 1
@@ -105,13 +103,13 @@ async def test_a_count_runs_off_the_loop_and_sees_what_was_committed(
     assert counts[TaskState.PENDING] == 2
 
 
-async def test_any_failed_ignores_the_tasks_that_succeeded(store: SqliteStore) -> None:
+async def test_any_failed_ignores_the_tasks_that_succeeded(sqlite_store: SqliteStore) -> None:
     """Whether a selection failed is one look in the partial index, however many succeeded."""
-    failed = await add_task(store, 1, **DONE)
-    await store.update_result(dataclasses.replace(failed, failure=True, exit_code=1))
-    _, few = await sqlite_steps(store, lambda: store.any_failed(TaskQuery()))
+    failed = await add_task(sqlite_store, 1, **DONE)
+    await sqlite_store.update_result(dataclasses.replace(failed, failure=True, exit_code=1))
+    _, few = await sqlite_steps(sqlite_store, lambda: sqlite_store.any_failed(TaskQuery()))
     for n in range(100, 1100):
-        await add_task(store, n, exit_code=0, **DONE)
-    found, many = await sqlite_steps(store, lambda: store.any_failed(TaskQuery()))
+        await add_task(sqlite_store, n, exit_code=0, **DONE)
+    found, many = await sqlite_steps(sqlite_store, lambda: sqlite_store.any_failed(TaskQuery()))
     assert found
     assert many <= few * 1.2
