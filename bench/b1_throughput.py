@@ -7,19 +7,25 @@ are submitted at fixed target rates; the report shows what was achieved.
 Both count the HTTP requests each task cost (the bots' calls and the submit).
 With --profile the drain's server runs in cProfile, and the report adds the
 top of its profile and its SQLite statements per task, for the creation and
-for the drain apart.
+for the drain apart. With --instructions the drain's server and the HTTP
+floor's run under valgrind's callgrind (bench/callgrind.py), and the report
+adds the instructions each server executed per task during its drain, and
+Drover's as a multiple of the floor's; the open loop is skipped then.
 
     .venv/bin/python bench/b1_throughput.py [--full] [--tasks N] [--bots K] [--profile]
+    .venv/bin/python bench/b1_throughput.py --tasks 300 --instructions
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import callgrind
 import http_floor
 from figures import CpuMeter, Json, per, rate, ratio
 from open_loop import LONG_POLL_SECS, SETTINGS, measure_open_loop
@@ -48,15 +54,24 @@ def _sql_per_task(counts: Json, before: Json, tasks: int) -> Json:
 
 
 async def measure_drain(
-    tasks: int, bots: int, *, claim: bool, profile: bool = False, profile_out: Path | None = None
+    tasks: int,
+    bots: int,
+    *,
+    claim: bool,
+    profile: bool = False,
+    profile_out: Path | None = None,
+    under_callgrind: bool = False,
 ) -> Json:
     """Creates `tasks` no-op tasks, then drains them through `bots` bots; returns figures.
 
-    With `profile`, the server runs in cProfile; `profile_out` keeps its dump.
+    With `profile`, the server runs in cProfile; `profile_out` keeps its
+    dump. With `under_callgrind`, it runs under callgrind.
     """
     with tempfile.TemporaryDirectory(prefix="drover-b1-") as tmp:
         root = Path(tmp)
-        async with drover(SETTINGS, root=root, profile=profile) as (server, http):
+        async with drover(
+            SETTINGS, root=root, profile=profile, under_callgrind=under_callgrind
+        ) as (server, http):
             version = await bot_version(http, server.url)
             start = time.perf_counter()
             await create_tasks(http, server.url, tasks, lambda i: task_body(f"noop-{i}"))
@@ -85,11 +100,12 @@ async def measure_drain(
         return figures
 
 
-async def measure_floor(tasks: int, bots: int) -> Json:
+async def measure_floor(tasks: int, bots: int, *, under_callgrind: bool = False) -> Json:
     """Drains `tasks` through `bots` bots served by the HTTP floor (bench/http_floor.py)."""
     with tempfile.TemporaryDirectory(prefix="drover-b1-floor-") as tmp:
         port = free_port()
-        floor = spawn(http_floor.command(port, tasks), Path(tmp), port)
+        command = http_floor.command(port, tasks)
+        floor = spawn(command, Path(tmp), port, under_callgrind=under_callgrind)
         try:
             async with http_session() as http:
                 await wait_ready(floor, http)
@@ -105,21 +121,34 @@ async def timed_drain(server: Server, fleet: Fleet, bots: int, tasks: int) -> Js
     group = BotGroup(fleet, bots)
     await group.handshake_all()
     requests0 = fleet.total_requests
-    server_cpu, client_cpu = CpuMeter([server.pid]), CpuMeter(own=True)
-    start = time.perf_counter()
-    group.start()
-    finished = await wait_until(
-        lambda: fleet.completed >= tasks or len(group.failures()) == bots,
-        within=max(60.0, tasks / 20),
+    counting = (
+        callgrind.counted(server.pid, server.callgrind_out)
+        if server.callgrind_out is not None
+        else contextlib.nullcontext()
     )
-    server_cpu.stop()
-    client_cpu.stop()
+    with counting as count:
+        server_cpu, client_cpu = CpuMeter([server.pid]), CpuMeter(own=True)
+        start = time.perf_counter()
+        group.start()
+        finished = await wait_until(
+            lambda: fleet.completed >= tasks or len(group.failures()) == bots,
+            within=max(60.0, tasks / 20),
+        )
+        server_cpu.stop()
+        client_cpu.stop()
     done = sorted(fleet.done_at.values())
     elapsed = (done[-1] if done else time.perf_counter()) - start
     requests = fleet.total_requests - requests0
     by_kind = dict(fleet.requests)
     failures = group.failures()
     await group.stop()
+    instructions: Json = {}
+    if count is not None:
+        # Under valgrind the times and CPU figures are valgrind's, not the server's.
+        instructions = {
+            "server_instructions_per_task": per(count.instructions, len(done), digits=0),
+            "callgrind_dump": str(count.dump),
+        }
     return {
         "finished": finished,
         "drain_secs": round(elapsed, 3),
@@ -135,6 +164,7 @@ async def timed_drain(server: Server, fleet: Fleet, bots: int, tasks: int) -> Js
         "client_cpu_busy": client_cpu.busy(elapsed),
         "errors": dict(fleet.errors),
         "bot_failures": failures[:3],
+        **instructions,
     }
 
 
@@ -155,16 +185,21 @@ async def main(args: argparse.Namespace) -> Json:
         claim=args.claim,
         profile=args.profile or args.profile_out is not None,
         profile_out=args.profile_out,
+        under_callgrind=args.instructions,
     )
     results: Json = {"drain": drain}
     if not args.no_floor:
-        floor = await measure_floor(args.tasks, args.bots)
+        floor = await measure_floor(args.tasks, args.bots, under_callgrind=args.instructions)
         results["http_floor"] = {
             **floor,
             # Drover's drain as a fraction of what HTTP alone allows here.
             "drover_ratio": ratio(drain["steady_tasks_per_s"], floor["steady_tasks_per_s"]),
         }
-    if args.rates:
+        if args.instructions:
+            results["http_floor"]["drover_instructions_ratio"] = ratio(
+                drain["server_instructions_per_task"], floor["server_instructions_per_task"]
+            )
+    if args.rates and not args.instructions:
         results["open_loop"] = await measure_open_loop(
             args.rates, args.secs, args.bots, claim=args.claim
         )
@@ -189,6 +224,11 @@ def parse_args() -> argparse.Namespace:
         "--profile-out",
         type=Path,
         help="keep the drain server's cProfile dump here (implies --profile)",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="run the servers under valgrind's callgrind; count their instructions per task",
     )
     args = parser.parse_args()
     args = sized(args, tasks=(1_000, 20_000), secs=(3.0, 10.0), max_secs=(600.0, 3600.0))

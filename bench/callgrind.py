@@ -8,11 +8,14 @@ out is the kernel's work (system calls, page faults), so they weigh a
 change to Python or to SQLite's own work, not to how often either calls
 the kernel (`strace -c` counts that).
 
-A script offers `--instructions`: `reexec_under_callgrind` runs it again
-under valgrind (`--instr-atstart=no`, so start-up is not counted), and in
-that run `counted()` switches counting on for one stretch and reads its
-total from callgrind's dump. Valgrind runs Python about 50 times slower:
-use a few hundred tasks.
+A script offers `--instructions` in one of two ways. `reexec_under_callgrind`
+runs the script itself again under valgrind (`--instr-atstart=no`, so
+start-up is not counted), and in that run `counted()` switches counting on
+for one stretch and reads its total from callgrind's dump. Or the script
+starts a server process under valgrind (`wrap`), and `counted(pid, out)`
+switches counting on in that process for one stretch of the script's own
+(the server's instructions while the script's bots drain). Valgrind runs
+Python about 50 times slower: use a few hundred tasks.
 """
 
 from __future__ import annotations
@@ -37,25 +40,31 @@ def active() -> bool:
 
 def reexec_under_callgrind() -> None:
     """Replaces this process with the same command under callgrind, counting off at start."""
+    command, out = wrap([sys.executable, *sys.argv])
+    os.environ[OUT_ENV] = str(out)
+    os.execv(command[0], command)
+
+
+def wrap(command: list[str]) -> tuple[list[str], Path]:
+    """`command` under callgrind, counting off at start, and the file callgrind writes.
+
+    It sets PYTHONHASHSEED in this process's environment, for the child to
+    inherit: the same dict and set orders run after run, so the same
+    instructions.
+    """
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         sys.exit("--instructions needs valgrind (apt-get install valgrind)")
     out = Path(tempfile.mkdtemp(prefix="drover-callgrind-")) / "callgrind.out"
-    os.environ[OUT_ENV] = str(out)
-    # The same dict and set orders run after run, so the same instructions.
     os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(
+    return [
         valgrind,
-        [
-            valgrind,
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={out}",
-            "--log-file=/dev/null",
-            sys.executable,
-            *sys.argv,
-        ],
-    )
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}",
+        "--log-file=/dev/null",
+        *command,
+    ], out
 
 
 class Count:
@@ -69,22 +78,28 @@ class Count:
 
 
 @contextlib.contextmanager
-def counted() -> Iterator[Count]:
-    """Counts the instructions of the `with` block (all threads), in the run under callgrind."""
+def counted(pid: int | None = None, out: Path | None = None) -> Iterator[Count]:
+    """Counts the instructions (all threads) of process `pid` during the `with` block.
+
+    By default this process, the run under callgrind; else a process that
+    `wrap` started, `out` being the file `wrap` named.
+    """
+    pid = os.getpid() if pid is None else pid
+    out = Path(os.environ[OUT_ENV]) if out is None else out
     count = Count()
-    _control("--zero")
-    _control("--instr=on")
+    _control("--zero", pid)
+    _control("--instr=on", pid)
     try:
         yield count
     finally:
-        _control("--dump=stretch")
-        _control("--instr=off")
-        count.dump = Path(os.environ[OUT_ENV] + ".1")
+        _control("--dump=stretch", pid)
+        _control("--instr=off", pid)
+        count.dump = out.with_name(out.name + ".1")
         count.instructions = _totals(count.dump)
 
 
-def _control(flag: str) -> None:
-    subprocess.run(["callgrind_control", flag, str(os.getpid())], check=True, capture_output=True)
+def _control(flag: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True)
 
 
 def _totals(dump: Path) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import callgrind
 from figures import Json, proc_cpu_seconds, proc_rss_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +92,8 @@ class Server:
     stamps_path: Path | None = None
     # From SIGTERM to exit, once stopped (None: killed, or not stopped yet).
     stop_secs: float | None = None
+    # The file callgrind writes, for a server run under it (callgrind.wrap).
+    callgrind_out: Path | None = None
 
     @property
     def url(self) -> str:
@@ -149,7 +152,12 @@ class Server:
 
 
 def start_server(
-    root: Path, settings: Settings, *, profile: bool = False, stamps: bool = False
+    root: Path,
+    settings: Settings,
+    *,
+    profile: bool = False,
+    stamps: bool = False,
+    under_callgrind: bool = False,
 ) -> Server:
     """Starts `drover serve` over `root/state` and `root/configs` (see prepare_dirs).
 
@@ -175,7 +183,7 @@ def start_server(
         counts = profile_path.with_suffix(".sql.json")
         command = [str(PYTHON), "-m", "cProfile", "-o", str(profile_path)]
         command += [str(HERE / "counted_serve.py"), str(counts), *serve]
-    return spawn(command, root, port, profile_path, stamps_path)
+    return spawn(command, root, port, profile_path, stamps_path, under_callgrind)
 
 
 def spawn(
@@ -184,8 +192,15 @@ def spawn(
     port: int,
     profile_path: Path | None = None,
     stamps_path: Path | None = None,
+    under_callgrind: bool = False,
 ) -> Server:
-    """Starts a server process listening on `port`, its output logged under `root`."""
+    """Starts a server process listening on `port`, its output logged under `root`.
+
+    With `under_callgrind`, the command runs under valgrind's callgrind (callgrind.wrap).
+    """
+    callgrind_out = None
+    if under_callgrind:
+        command, callgrind_out = callgrind.wrap(command)
     log_path = root / f"server-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -198,6 +213,7 @@ def spawn(
         log_path=log_path,
         profile_path=profile_path,
         stamps_path=stamps_path,
+        callgrind_out=callgrind_out,
     )
 
 
@@ -244,6 +260,7 @@ async def drover(
     root: Path | None = None,
     profile: bool = False,
     stamps: bool = False,
+    under_callgrind: bool = False,
     prepare: Callable[[Path], Awaitable[Any]] | None = None,
 ) -> AsyncIterator[tuple[Server, aiohttp.ClientSession]]:
     """A started server over fresh temporary state, and a client session for it.
@@ -260,7 +277,9 @@ async def drover(
         state, _ = prepare_dirs(root, settings)
         if prepare is not None:
             await prepare(state)
-        server = start_server(root, settings, profile=profile, stamps=stamps)
+        server = start_server(
+            root, settings, profile=profile, stamps=stamps, under_callgrind=under_callgrind
+        )
         try:
             async with http_session() as http:
                 await wait_ready(server, http)
