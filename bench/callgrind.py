@@ -48,16 +48,17 @@ def reexec_under_callgrind() -> None:
 def wrap(command: list[str]) -> tuple[list[str], Path]:
     """`command` under callgrind, counting off at start, and the file callgrind writes.
 
-    It sets PYTHONHASHSEED in this process's environment, for the child to
-    inherit: the same dict and set orders run after run, so the same
-    instructions.
+    The command runs with PYTHONHASHSEED=0 (through env(1), which execs
+    valgrind in its own process): the same dict and set orders run after
+    run, so the same instructions.
     """
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         sys.exit("--instructions needs valgrind (apt-get install valgrind)")
     out = Path(tempfile.mkdtemp(prefix="drover-callgrind-")) / "callgrind.out"
-    os.environ["PYTHONHASHSEED"] = "0"
     return [
+        shutil.which("env") or "/usr/bin/env",
+        "PYTHONHASHSEED=0",
         valgrind,
         "--tool=callgrind",
         "--instr-atstart=no",
