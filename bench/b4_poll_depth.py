@@ -1,8 +1,8 @@
 """B4: a bot's poll latency while more and more tasks that it cannot run are pending.
 
-One state directory serves every depth, in increasing order. Before each
-depth the server is stopped and the SQLite file is topped up to that many
-pending tasks through the Store API, in large transactions: one template
+Each depth has a state directory of its own, filled before its server
+starts with that many pending tasks through the Store API, in large
+transactions: one template
 task per queue is made from the same JSON body a client would POST
 (`task_api.task_body`, parsed by the API's own converter) and created by
 the server's TaskService (validation, queue registration); then copies of
@@ -14,12 +14,18 @@ than a million HTTP calls and commits in an hour. The tasks need
 `os: Windows-<q>` (spread over `--queues` queues) and wait for capacity;
 the bot is `os: Linux`, so it can run none of them.
 
-Then the server starts (`long_poll_secs: 0`: polls answer at once), the bot
-handshakes and runs one task it can run (so its own queue exists and the
-code paths are warm), and polls `--polls` times in a row; each poll's round
-trip is timed. The report gives p50/p99 per depth and their ratio to depth 0,
-and how long the client API takes to count the pending tasks
-(`tasks:count?state=PENDING`) and to summarize all (`tasks:summary`).
+Then every depth's server runs at once (`long_poll_secs: 0`: polls answer
+at once). In each, a bot handshakes and runs one task it can run (so its
+own queue exists and the code paths are warm). Then the depths take turns:
+each turn, one depth's bot makes WARMUP_POLLS untimed polls and then
+BLOCK_POLLS timed ones back to back, until every depth has `--polls`. The
+machine's speed drifts by tens of percent within minutes; turns a fraction
+of a second long put the same drift on every depth, where measuring one
+depth after another put it into their ratios, and polls back to back find
+the server as warm as one depth at a time did. The report
+gives p50/p99 per depth and their ratio to depth 0, and how long the
+client API takes to count the pending tasks (`tasks:count?state=PENDING`)
+and to summarize all (`tasks:summary`).
 
     .venv/bin/python bench/b4_poll_depth.py [--full] [--depths 0 10000 100000 1000000]
 """
@@ -39,8 +45,8 @@ import aiohttp
 from figures import Json, latency_summary, rate, ratio
 from google.protobuf import json_format
 from reports import base_args, run, sized
-from server_process import drover
-from sim_bots import BotGroup, Fleet
+from server_process import Server, drover
+from sim_bots import BotGroup, Fleet, SimBot
 from task_api import bot_version, create_task, task_body
 
 from protos.api import tasks_pb2
@@ -59,6 +65,9 @@ SETTINGS = {"long_poll_secs": 0}
 COUNT_CALLS = 3
 # The issue's target: p50/p99 at 1,000,000 pending within 1.5x of the empty case.
 TARGET_RATIO = 1.5
+# Timed polls of one depth per turn, after untimed ones that wake its server up.
+BLOCK_POLLS = 100
+WARMUP_POLLS = 2
 # Tasks written per transaction by the filler.
 FILL_BATCH = 10_000
 # Copies are created one millisecond apart from here on, so their task IDs
@@ -152,50 +161,76 @@ def _copy(
 def _pending_in_store(path: Path) -> int:
     """Rows of the SQLite `pending` table, read beside the running server.
 
-    Read directly because GET /api/v1/tasks:count stops counting at 100,000.
+    Read from the file itself, to check the count the client API answers.
     """
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         count: int = db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
         return count
 
 
-async def measure_depth(root: Path, depth: int, polls: int, queues: int) -> Json:
-    """Tops up to `depth` pending tasks, then times `polls` polls of one bot."""
+@dataclasses.dataclass
+class Depth:
+    """One depth's server, its bot and what was measured of it."""
+
+    depth: int
+    server: Server
+    http: aiohttp.ClientSession
+    fleet: Fleet
+    bot: SimBot
+    filled: Json
+    latencies: list[float] = dataclasses.field(default_factory=list)
+
+
+async def start_depth(
+    stack: contextlib.AsyncExitStack, root: Path, depth: int, queues: int
+) -> Depth:
+    """Fills a state directory to `depth` pending tasks, starts its server and warms its bot."""
     filled: Json = {}
 
     async def prepare(state_dir: Path) -> None:
         if depth:
             filled.update(await fill(state_dir, root / "configs", depth, queues))
 
-    async with drover(SETTINGS, root=root, prepare=prepare) as (server, http):
-        version = await bot_version(http, server.url)
-        fleet = Fleet(http, server.url, version, long_poll_secs=0)
-        bot = BotGroup(fleet, 1, prefix="depth-bot").bots[0]
-        await bot.handshake()
-        # One task the bot can run: its queue exists and the code paths are warm.
-        runnable = (("os", "Linux"), ("pool", "default"))
-        await create_task(http, server.url, task_body("runnable", runnable))
-        for _ in range(10):
-            reply = await bot.poll()
-            if reply.get("cmd") == "run":
-                await bot.run_task(reply["manifest"])
-        latencies: list[float] = []
-        for _ in range(polls):
-            start = time.perf_counter()
-            reply = await bot.poll()
-            latencies.append(time.perf_counter() - start)
-            if reply.get("cmd") != "sleep":
-                fleet.errors[f"poll:{reply.get('cmd')}"] += 1
-        counted = await _time_counts(http, server.url)
-        pending = _pending_in_store(server.state_dir / "drover.sqlite3")
+    server, http = await stack.enter_async_context(drover(SETTINGS, root=root, prepare=prepare))
+    version = await bot_version(http, server.url)
+    fleet = Fleet(http, server.url, version, long_poll_secs=0)
+    bot = BotGroup(fleet, 1, prefix="depth-bot").bots[0]
+    await bot.handshake()
+    # One task the bot can run: its queue exists and the code paths are warm.
+    runnable = (("os", "Linux"), ("pool", "default"))
+    await create_task(http, server.url, task_body("runnable", runnable))
+    for _ in range(10):
+        reply = await bot.poll()
+        if reply.get("cmd") == "run":
+            await bot.run_task(reply["manifest"])
+    return Depth(depth, server, http, fleet, bot, filled)
+
+
+async def take_turn(at: Depth, polls: int) -> None:
+    """WARMUP_POLLS untimed polls of the depth's bot, then `polls` timed ones.
+
+    Any answer but `sleep` is counted as an error.
+    """
+    for i in range(WARMUP_POLLS + polls):
+        start = time.perf_counter()
+        reply = await at.bot.poll()
+        if i >= WARMUP_POLLS:
+            at.latencies.append(time.perf_counter() - start)
+        if reply.get("cmd") != "sleep":
+            at.fleet.errors[f"poll:{reply.get('cmd')}"] += 1
+
+
+async def figures_of(at: Depth) -> Json:
+    """The depth's poll latencies, its counts' times, and what its store holds."""
+    counted = await _time_counts(at.http, at.server.url)
     return {
-        "depth": depth,
-        "pending_in_store": pending,
-        **filled,
-        "poll": latency_summary(latencies),
-        "polls_per_s": rate(len(latencies), sum(latencies)),
+        "depth": at.depth,
+        "pending_in_store": _pending_in_store(at.server.state_dir / "drover.sqlite3"),
+        **at.filled,
+        "poll": latency_summary(at.latencies),
+        "polls_per_s": rate(len(at.latencies), sum(at.latencies)),
         **counted,
-        "errors": dict(fleet.errors),
+        "errors": dict(at.fleet.errors),
     }
 
 
@@ -218,11 +253,17 @@ async def _time_counts(http: aiohttp.ClientSession, url: str) -> Json:
 
 
 async def main(args: argparse.Namespace) -> Json:
-    """Measures every depth in increasing order."""
-    results: list[Json] = []
+    """Starts every depth's server, then times their polls in turn."""
     with tempfile.TemporaryDirectory(prefix="drover-b4-") as tmp:
-        for depth in args.depths:
-            results.append(await measure_depth(Path(tmp), depth, args.polls, args.queues))
+        async with contextlib.AsyncExitStack() as stack:
+            depths = [
+                await start_depth(stack, Path(tmp) / f"depth-{depth}", depth, args.queues)
+                for depth in args.depths
+            ]
+            for done in range(0, args.polls, BLOCK_POLLS):
+                for at in depths:
+                    await take_turn(at, min(BLOCK_POLLS, args.polls - done))
+            results = [await figures_of(at) for at in depths]
     base = results[0]["poll"] if results and results[0]["depth"] == 0 else {}
     for entry in results:
         entry["p50_ratio_to_0"] = ratio(entry["poll"].get("p50_ms"), base.get("p50_ms"))
