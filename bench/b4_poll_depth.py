@@ -2,17 +2,16 @@
 
 Each depth has a state directory of its own, filled before its server
 starts with that many pending tasks through the Store API, in large
-transactions: one template
-task per queue is made from the same JSON body a client would POST
-(`task_api.task_body`, parsed by the API's own converter) and created by
-the server's TaskService (validation, queue registration); then copies of
-it with fresh task IDs and creation times are written with
+transactions: one template task per queue is made from the same JSON body a
+client would POST (`task_api.task_body`, parsed by the API's own converter)
+and created by the server's TaskService (validation, queue registration);
+then copies of it with fresh task IDs and creation times are written with
 `SqliteStore.create_task`, FILL_BATCH of them per transaction (`BatchStore`
-below joins each call's transaction to the one the filler holds open).
-That stores exactly what the API would, a million tasks in minutes rather
-than a million HTTP calls and commits in an hour. The tasks need
-`os: Windows-<q>` (spread over `--queues` queues) and wait for capacity;
-the bot is `os: Linux`, so it can run none of them.
+below joins each call's transaction to the one the filler holds open). That
+stores exactly what the API would, a million tasks in minutes rather than a
+million HTTP calls and commits in an hour. The tasks need `os: Windows-<q>`
+(spread over `--queues` queues) and wait for capacity; the bot is
+`os: Linux`, so it can run none of them.
 
 Then every depth's server runs at once (`long_poll_secs: 0`: polls answer
 at once). In each, a bot handshakes and runs one task it can run (so its
@@ -22,10 +21,10 @@ BLOCK_POLLS timed ones back to back, until every depth has `--polls`. The
 machine's speed drifts by tens of percent within minutes; turns a fraction
 of a second long put the same drift on every depth, where measuring one
 depth after another put it into their ratios, and polls back to back find
-the server as warm as one depth at a time did. The report
-gives p50/p99 per depth and their ratio to depth 0, and how long the
-client API takes to count the pending tasks (`tasks:count?state=PENDING`)
-and to summarize all (`tasks:summary`).
+the server as warm as one depth at a time did. The report gives p50/p99 per
+depth and their ratio to depth 0, and how long the client API takes to
+count the pending tasks (`tasks:count?state=PENDING`) and to summarize all
+(`tasks:summary`).
 
     .venv/bin/python bench/b4_poll_depth.py [--full] [--depths 0 10000 100000 1000000]
 """
