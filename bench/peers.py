@@ -1,10 +1,10 @@
 """Drover beside Celery, RQ and Dramatiq over Redis: the B1 drain and the B2 latency.
 
-In one run: Drover's B1 drain (bench/b1_throughput.py), then each peer's
-through bench/peer_runner.py; then B2 latency (bench/open_loop.py for
-Drover) in `--rounds` alternating rounds of Drover and the peers, each
-figure the median of its rounds. Each peer figure is given with Drover's
-ratio to it. bench/README.md ("How peers are measured") says what makes
+In one run: the B1 drain (bench/b1_throughput.py for Drover, each peer's
+through bench/peer_runner.py), then B2 latency (bench/open_loop.py for
+Drover), each in `--rounds` alternating rounds of Drover and the peers,
+each figure the median of its rounds. Each peer figure is given with
+Drover's ratio to it. bench/README.md ("How peers are measured") says what makes
 them comparable.
 
 What it installs when missing (and never into the project venv):
@@ -160,21 +160,63 @@ async def peer_drain(peer: str, url: str, args: argparse.Namespace, log: Path) -
     )
 
 
+def turns(round_number: int, peers: list[str]) -> list[str | None]:
+    """Who is measured in which order in a round: None for Drover, then the peers.
+
+    Every other round the peers go first, so neither side always runs last.
+    """
+    order: list[str | None] = [None, *peers]
+    return order if round_number % 2 == 0 else order[::-1]
+
+
+async def drain_rounds(
+    args: argparse.Namespace, url: str, workdir: Path
+) -> tuple[Json, dict[str, Json]]:
+    """B1's drain on Drover and every peer in `args.rounds` alternating rounds, merged.
+
+    Drover's figures, and each peer's version and figures: each number the
+    median of its rounds (figures.merge_rounds), with the rounds' rates in
+    `steady_tasks_per_s_by_round`. The machine's speed drifts by tens of
+    percent within minutes; one drain each put that drift into the ratio.
+    """
+    drover_runs: list[Json] = []
+    peer_runs: dict[str, list[Json]] = {peer: [] for peer in args.peers}
+    versions: dict[str, str] = {}
+    for n in range(args.rounds):
+        for who in turns(n, args.peers):
+            if who is None:
+                drover_runs.append(await measure_drain(args.tasks, args.bots, claim=False))
+                continue
+            answer = await peer_drain(who, url, args, workdir / f"{who}.log")
+            versions[who] = answer["version"]
+            peer_runs[who].append(answer["result"])
+    peers = {
+        peer: {"version": versions[peer], "drain": _median_drain(runs)}
+        for peer, runs in peer_runs.items()
+    }
+    return _median_drain(drover_runs), peers
+
+
+def _median_drain(runs: list[Json]) -> Json:
+    """One system's drains merged: each number the median of the rounds."""
+    merged = merge_rounds([[one] for one in runs])[0]
+    merged["steady_tasks_per_s_by_round"] = [one["steady_tasks_per_s"] for one in runs]
+    return merged
+
+
 async def latency_rounds(
     args: argparse.Namespace, url: str, workdir: Path
 ) -> tuple[Json, dict[str, list[Json]]]:
     """B2 for Drover and every peer in `args.rounds` alternating rounds, merged.
 
-    Each round measures every rate on Drover and on each peer in turn;
-    every other round the peers go first, so neither side always runs
-    last. A figure is the median of its rounds (figures.merge_rounds).
+    Each round measures every rate on Drover and on each peer in turn
+    (`turns`). A figure is the median of its rounds (figures.merge_rounds).
     """
     drover_rounds: list[Json] = []
     peer_rounds: dict[str, list[list[Json]]] = {peer: [] for peer in args.peers}
     rates = [str(r) for r in args.rates]
     for n in range(args.rounds):
-        order: list[str | None] = [None, *args.peers]
-        for who in order if n % 2 == 0 else order[::-1]:
+        for who in turns(n, args.peers):
             if who is None:
                 drover_rounds.append(
                     await measure_open_loop(args.rates, args.secs, args.latency_bots)
@@ -202,22 +244,17 @@ async def main(args: argparse.Namespace) -> Json:
     """Measures Drover and each peer; returns both with Drover's ratios to each peer."""
     redis_binary = ensure_redis()
     ensure_peers_venv()
-    drain = await measure_drain(args.tasks, args.bots, claim=False)
-    drover_drain = drain["steady_tasks_per_s"]
-
-    peers: dict[str, Json] = {}
     with tempfile.TemporaryDirectory(prefix="drover-peers-") as tmp:
         workdir = Path(tmp)
         port = free_port()
         url = f"redis://127.0.0.1:{port}/0"
         redis = start_redis(redis_binary, port, workdir)
         try:
-            for peer in args.peers:
-                answer = await peer_drain(peer, url, args, workdir / f"{peer}.log")
-                peers[peer] = {"version": answer["version"], "drain": answer["result"]}
+            drain, peers = await drain_rounds(args, url, workdir)
             latency, peer_latency = await latency_rounds(args, url, workdir)
         finally:
             stop_redis(redis)
+    drover_drain = drain["steady_tasks_per_s"]
     drover_p99 = _p99s(latency["rates"])
     for peer, figures in peers.items():
         figures["drover_drain_over_peer"] = ratio(
@@ -249,8 +286,9 @@ async def main(args: argparse.Namespace) -> Json:
         "rq SimpleWorker, dramatiq --processes 1 with its default 8 threads",
         "ratios": "drover / peer: drain > 1 means Drover is faster, p99 < 1 means lower, "
         "cpu_per_task < 1 means Drover's server spends less CPU per task than the peer's worker",
-        "latency_rounds": f"{args.rounds} rounds, Drover and the peers alternating; "
-        "each latency figure is the median of its rounds (p99_ms_by_round lists them)",
+        "rounds": f"{args.rounds} rounds of the drains, then of the latencies, Drover and "
+        "the peers alternating; each figure is the median of its rounds "
+        "(steady_tasks_per_s_by_round and p99_ms_by_round list them)",
         "drover": {"drain": drain, "latency": latency},
         "peers": peers,
         "targets": targets,
@@ -269,7 +307,10 @@ def parse_args() -> argparse.Namespace:
         "--peers", nargs="*", default=["celery", "rq", "dramatiq"], help="which peers"
     )
     parser.add_argument(
-        "--rounds", type=int, default=0, help="alternating rounds of B2 (Drover, then the peers)"
+        "--rounds",
+        type=int,
+        default=0,
+        help="alternating rounds of the drain and of B2 (Drover, then the peers)",
     )
     return sized(
         parser.parse_args(),
