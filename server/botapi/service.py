@@ -147,10 +147,11 @@ class BotService:
         ctx = self._ctx
         now = ctx.clock.now()
         snapshot, group, identity = ctx.admit(req.bot_id, creds)
-        if req.request_uuid:
-            replay = await ctx.store.get_poll_reply(req.bot_id, req.request_uuid)
-            if replay is not None:
-                return replay
+        # The bot is read with the replay: the decision below needs it unless
+        # the session is bad, and one read serves both.
+        replay, existing = await ctx.store.read_poll(req.bot_id, req.request_uuid)
+        if replay is not None:
+            return replay
         settings = snapshot.settings
         expected = ctx.botcode.for_bot(req.bot_id).digest
         sess: session_pb2.Session | None = None
@@ -178,7 +179,6 @@ class BotService:
         if problem or sess is None:
             # Nothing is stored for a caller without a valid session.
             return reply
-        existing = await ctx.store.get_bot(req.bot_id)
         bot = polled(existing, req, creds, group, identity, now)
         # The bot's token comes back as it is until half its life is gone:
         # re-signing it on every poll cost a tenth of an idle poll.

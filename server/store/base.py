@@ -47,7 +47,7 @@ class StaleWrite(Conflict):
 
 @dataclasses.dataclass(frozen=True)
 class PollReply:
-    """A poll's answer, kept for replay until `expires_ts` (see get_poll_reply)."""
+    """A poll's answer, kept for replay until `expires_ts` (see read_poll)."""
 
     bot_id: str
     request_uuid: str
@@ -63,7 +63,7 @@ class Dispatch:
     bot: Bot
     # Appended to the bot's history (as add_bot_event appends it).
     event: BotEvent
-    # The poll's answer, kept for a retry of the poll (get_poll_reply) unless
+    # The poll's answer, kept for a retry of the poll (read_poll) unless
     # its request_uuid is empty (the bot sent none).
     reply: PollReply
 
@@ -113,11 +113,17 @@ class Store(Protocol):
 
     # Poll replay (PROTOCOL.md 0.2.1 T2): a retried poll gets the same answer.
 
-    async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """Returns the answer dispatch_next kept for this poll, or None once it expired.
+    async def read_poll(
+        self, bot_id: str, request_uuid: str
+    ) -> tuple[dict[str, Any] | None, Bot | None]:
+        """What a poll reads first: the answer kept for it, and the bot (as get_bot returns it).
 
-        A bot retries only its latest poll, so a backend may keep just the
-        answer of a bot's last dispatch: a newer one may replace it.
+        The answer is the one dispatch_next kept for this poll (same bot and
+        request_uuid), or None once it expired or when `request_uuid` is
+        empty. A bot retries only its latest poll, so a backend may keep just
+        the answer of a bot's last dispatch: a newer one may replace it.
+        Both are read together (one lookup of the two where the backend
+        allows it), as every poll needs both.
         """
         ...
 
@@ -195,7 +201,7 @@ class Store(Protocol):
         For the task claimed, `record` gets the stored result and the task's
         request and says what else the poll writes: the bot's record, a bot
         event and the poll's answer, stored as put_bot and add_bot_event
-        store them, and the answer for get_poll_reply. The claim and those writes happen
+        store them, and the answer for read_poll. The claim and those writes happen
         together or not at all, so a crash never leaves a claimed task with
         no answer to replay, or the bot recorded busy with a task it never
         got. `record` must be a pure function: a backend may call it more

@@ -198,10 +198,12 @@ class DatastoreStore:
 
     # Poll replay.
 
-    async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """Returns the answer stored for this poll, if unexpired: one lookup of its PollReply."""
+    async def read_poll(
+        self, bot_id: str, request_uuid: str
+    ) -> tuple[dict[str, Any] | None, Bot | None]:
+        """The answer stored for this poll if unexpired, and the bot: one lookup of both."""
         return await self._call(
-            datastore_bots.get_poll_reply, self._client, bot_id, request_uuid, self._clock.now()
+            datastore_bots.read_poll, self._client, bot_id, request_uuid, self._clock.now()
         )
 
     # Queues.

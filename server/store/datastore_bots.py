@@ -191,12 +191,23 @@ def _tokens(dimensions: BotDimensions) -> set[str]:
     return {dimension_token(k, v) for k, values in dimensions.items() for v in values}
 
 
-def get_poll_reply(
+def read_poll(
     client: Any, bot_id: str, request_uuid: str, now: float
-) -> dict[str, Any] | None:
-    """The answer kept for this poll of the bot, unless it expired by `now`: one lookup."""
-    entity = client.get(key(client, POLL_REPLY, bot_id))
-    if entity is None or entity.get("request_uuid") != request_uuid:
+) -> tuple[dict[str, Any] | None, Bot | None]:
+    """The answer kept for this poll of the bot unless it expired by `now`, and the bot.
+
+    One lookup of both entities (the bot's alone without a request_uuid).
+    """
+    bot_key = key(client, BOT, bot_id)
+    keys = [bot_key, key(client, POLL_REPLY, bot_id)] if request_uuid else [bot_key]
+    found = {entity.key.kind: entity for entity in client.get_multi(keys)}
+    bot = found.get(BOT)
+    reply = _kept_reply(found.get(POLL_REPLY), request_uuid, now)
+    return reply, None if bot is None else load(Bot, bot)
+
+
+def _kept_reply(entity: Any, request_uuid: str, now: float) -> dict[str, Any] | None:
+    if entity is None or not request_uuid or entity.get("request_uuid") != request_uuid:
         return None
     if entity["expires_ts"] <= now:
         return None

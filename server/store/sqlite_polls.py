@@ -50,6 +50,10 @@ class PollRecords:
     async def get_bot(self, bot_id: str) -> Bot | None:
         """Returns the bot, or None if it was never seen."""
         self._cache.check()
+        return self._bot(bot_id)
+
+    def _bot(self, bot_id: str) -> Bot | None:
+        """The bot, from the cache if it holds it (checked by the caller)."""
         bot = self._cache.bots.get(bot_id)
         if bot is None:
             row = self._db.execute("SELECT data FROM bots WHERE bot_id = ?", (bot_id,)).fetchone()
@@ -124,14 +128,21 @@ class PollRecords:
 
     # Poll replay.
 
-    async def get_poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """Returns the answer the bot's row keeps for this poll, if unexpired.
+    async def read_poll(
+        self, bot_id: str, request_uuid: str
+    ) -> tuple[dict[str, Any] | None, Bot | None]:
+        """The answer the bot's row keeps for this poll if unexpired, and the bot.
 
-        Which poll that is, is cached: a poll that is not a retry reads nothing.
+        One check of the caches serves both (each check is a read lock of
+        the file taken and dropped). Which poll the kept answer is for is
+        cached too: a poll that is not a retry reads nothing.
         """
+        self._cache.check()
+        return self._poll_reply(bot_id, request_uuid), self._bot(bot_id)
+
+    def _poll_reply(self, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
         if not request_uuid:
             return None
-        self._cache.check()
         kept = self._cache.reply_uuids.get(bot_id)
         if kept is None:
             kept = sqlite_bots.read_reply_uuid(self._db, bot_id)

@@ -87,6 +87,12 @@ async def claim(store: Store, bot_id: str = "bot1", keys: tuple[str, ...] = ("q1
     return got.task_id if got else ""
 
 
+async def kept_reply(store: Store, bot_id: str, request_uuid: str) -> dict[str, Any] | None:
+    """The answer `store.read_poll` gives for this poll, without the bot."""
+    reply, _ = await store.read_poll(bot_id, request_uuid)
+    return reply
+
+
 def recorder(
     uuid: str = "u1",
     seen: list[str] | None = None,

@@ -15,7 +15,7 @@ from server.clock import FakeClock
 from server.model import Bot, BotQuery
 from server.store.base import Store
 from tests.store.backends import ReplicaOpener
-from tests.store.records import NOW, add_task, make_task, recorder, take, task_id
+from tests.store.records import NOW, add_task, kept_reply, make_task, recorder, take, task_id
 
 
 async def test_dispatch_claims_and_records_together(store: Store) -> None:
@@ -33,7 +33,7 @@ async def test_dispatch_claims_and_records_together(store: Store) -> None:
     assert await store.get_bot("bot1") == dispatch.bot
     events = await store.list_bot_events("bot1", 10)
     assert [e.event_type for e in events.items] == ["request_task"]
-    assert await store.get_poll_reply("bot1", "u1") == {"cmd": "run", "task_id": result.run_id}
+    assert await kept_reply(store, "bot1", "u1") == {"cmd": "run", "task_id": result.run_id}
 
 
 async def test_dispatch_with_nothing_to_claim_writes_nothing(store: Store) -> None:
@@ -42,14 +42,14 @@ async def test_dispatch_with_nothing_to_claim_writes_nothing(store: Store) -> No
     assert await store.dispatch_next(["q1"], NOW, take("bot1"), recorder()) is None
     assert await store.get_bot("bot1") is None
     assert (await store.list_bot_events("bot1", 10)).items == []
-    assert await store.get_poll_reply("bot1", "u1") is None
+    assert await kept_reply(store, "bot1", "u1") is None
 
 
 async def test_dispatch_without_request_uuid_keeps_no_answer(store: Store) -> None:
     """An answer whose request_uuid is empty is not kept for replay."""
     await add_task(store, 1)
     assert await store.dispatch_next(["q1"], NOW, take("bot1"), recorder(uuid="")) is not None
-    assert await store.get_poll_reply("bot1", "") is None
+    assert await kept_reply(store, "bot1", "") is None
     assert (await store.get_bot("bot1")) is not None
 
 
@@ -77,7 +77,7 @@ async def test_create_with_dispatch_hands_the_task_over_in_its_transaction(
     assert await store.get_bot("bot1") == dispatch.bot
     events = await store.list_bot_events("bot1", 10)
     assert [e.event_type for e in events.items] == ["request_task"]
-    assert await store.get_poll_reply("bot1", "u1") == {"cmd": "run", "task_id": running.run_id}
+    assert await kept_reply(store, "bot1", "u1") == {"cmd": "run", "task_id": running.run_id}
     assert await store.claim_next(["q1"], NOW, take("bot2")) is None, "it is in no queue"
 
 
@@ -93,7 +93,7 @@ async def test_create_with_dispatch_of_a_repeated_request_uuid_writes_no_dispatc
     assert (stored, created) == (first, False)
     assert await store.get_bot("bot1") is None
     assert (await store.list_bot_events("bot1", 10)).items == []
-    assert await store.get_poll_reply("bot1", "u1") is None
+    assert await kept_reply(store, "bot1", "u1") is None
 
 
 async def test_touch_is_read_back_at_once(store: Store) -> None:
@@ -156,10 +156,26 @@ async def test_poll_reply_is_keyed_by_bot_and_uuid(store: Store) -> None:
     await add_task(store, 1)
     await store.dispatch_next(["q1"], NOW, take("b1"), recorder("u1", bot_id="b1"))
     reply = {"cmd": "run", "task_id": f"{task_id(1)[:-1]}1"}
-    assert await store.get_poll_reply("b1", "u1") == reply
-    assert await store.get_poll_reply("b1", "u2") is None
-    assert await store.get_poll_reply("b2", "u1") is None
-    assert await store.get_poll_reply("b1", "") is None
+    assert await kept_reply(store, "b1", "u1") == reply
+    assert await kept_reply(store, "b1", "u2") is None
+    assert await kept_reply(store, "b2", "u1") is None
+    assert await kept_reply(store, "b1", "") is None
+
+
+async def test_read_poll_gives_the_bot_with_its_answer(store: Store) -> None:
+    """read_poll's bot is get_bot's, with or without an answer kept for the poll."""
+    assert await store.read_poll("b1", "u1") == (None, None)
+    await add_task(store, 1)
+    dispatched = await store.dispatch_next(["q1"], NOW, take("b1"), recorder("u1", bot_id="b1"))
+    assert dispatched is not None
+    bot = await store.get_bot("b1")
+    assert bot == dispatched[1].bot
+    assert await store.read_poll("b1", "u1") == (dispatched[1].reply.reply, bot)
+    assert await store.read_poll("b1", "u2") == (None, bot)
+    assert await store.read_poll("b1", "") == (None, bot)
+    touched = dataclasses.replace(bot, last_seen_ts=NOW + 5, state={"up": 5})
+    await store.touch_bot(touched)
+    assert await store.read_poll("b1", "") == (None, touched)
 
 
 async def test_poll_reply_of_the_latest_dispatch(store: Store) -> None:
@@ -171,10 +187,10 @@ async def test_poll_reply_of_the_latest_dispatch(store: Store) -> None:
     assert first is not None
     assert second is not None
     reply = second[1].reply.reply
-    assert await store.get_poll_reply("b1", "u2") == reply
+    assert await kept_reply(store, "b1", "u2") == reply
     await store.put_bot(dataclasses.replace(second[1].bot, quarantined="disk"))
     await store.touch_bot(dataclasses.replace(second[1].bot, last_seen_ts=NOW + 5))
-    assert await store.get_poll_reply("b1", "u2") == reply
+    assert await kept_reply(store, "b1", "u2") == reply
 
 
 async def test_poll_reply_expires(store: Store, store_clock: FakeClock) -> None:
@@ -188,14 +204,14 @@ async def test_poll_reply_expires(store: Store, store_clock: FakeClock) -> None:
         ["q1"], NOW, take("b/2"), recorder("new", bot_id="b/2", expires_ts=NOW + 100)
     )
     store_clock.set(NOW + 50)
-    assert await store.get_poll_reply("b1", "old") is None
-    assert await store.get_poll_reply("b/2", "new") is not None
+    assert await kept_reply(store, "b1", "old") is None
+    assert await kept_reply(store, "b/2", "new") is not None
 
 
 async def test_poll_reply_kept_by_another_store(store: Store, open_replica: ReplicaOpener) -> None:
     """A store reads the answer another store's dispatch kept, after it asked before."""
     other = await open_replica()
     await add_task(store, 1)
-    assert await store.get_poll_reply("b1", "u1") is None
+    assert await kept_reply(store, "b1", "u1") is None
     assert await other.dispatch_next(["q1"], NOW, take("b1"), recorder("u1", bot_id="b1"))
-    assert await store.get_poll_reply("b1", "u1") is not None
+    assert await kept_reply(store, "b1", "u1") is not None

@@ -22,7 +22,7 @@ from server.store.base import OUTPUT_CHUNK_SIZE, PollReply
 from server.store.datastore import REPLY_PURGE_SECS, DatastoreStore
 from tests.store.backends import Closer
 from tests.store.datastore_emulator import Emulator, new_namespace
-from tests.store.records import NOW, add_task, claim, recorder, take, task_id
+from tests.store.records import NOW, add_task, claim, kept_reply, recorder, take, task_id
 
 pytestmark = pytest.mark.datastore
 
@@ -132,8 +132,8 @@ async def test_a_bot_keeps_one_poll_reply(open_store: Opener) -> None:
         uuid = f"u{n}"
         await store.dispatch_next(["q1"], NOW, take("bot1"), recorder(uuid, bot_id="bot1"))
     assert entity_names(store, datastore_client.POLL_REPLY) == ["bot1"]
-    assert await store.get_poll_reply("bot1", "u2") is not None
-    assert await store.get_poll_reply("bot1", "u1") is None
+    assert await kept_reply(store, "bot1", "u2") is not None
+    assert await kept_reply(store, "bot1", "u1") is None
 
 
 async def test_the_sweepers_call_purges_expired_replies_once_a_while(open_store: Opener) -> None:
@@ -186,4 +186,4 @@ async def test_a_purge_keeps_an_answer_replaced_since_its_query(
     monkeypatch.setattr(datastore_bots, "query", racing_query)
     datastore_bots.purge_replies(store.client, NOW)
     assert entity_names(store, datastore_client.POLL_REPLY) == ["bot1"]
-    assert datastore_bots.get_poll_reply(store.client, "bot1", "u1", NOW) == fresh.reply
+    assert datastore_bots.read_poll(store.client, "bot1", "u1", NOW)[0] == fresh.reply

@@ -22,7 +22,7 @@ from server.store import codec, sqlite_bots, sqlite_schema
 from server.store.base import OUTPUT_CHUNK_SIZE
 from server.store.sqlite import SqliteStore
 from tests.store.backends import Closer
-from tests.store.records import add_task, claim, make_task, recorder, take, task_id
+from tests.store.records import add_task, claim, kept_reply, make_task, recorder, take, task_id
 
 Opener = Callable[..., Awaitable[SqliteStore]]
 
@@ -119,9 +119,9 @@ async def test_migration_moves_the_newest_poll_reply_into_the_bot_row(
     )
     db.close()
     store = await open_store(FakeClock(1e9))
-    assert await store.get_poll_reply("b1", "new") == {"n": 2}
-    assert await store.get_poll_reply("b1", "old") is None
-    assert await store.get_poll_reply("b2", "new") is None
+    assert await kept_reply(store, "b1", "new") == {"n": 2}
+    assert await kept_reply(store, "b1", "old") is None
+    assert await kept_reply(store, "b2", "new") is None
     tables = store.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     assert "poll_replies" not in {name for (name,) in tables}
 
@@ -262,6 +262,8 @@ async def test_cached_records_follow_other_connections(open_store: Opener) -> No
     await other.put_bot(Bot(bot_id="b1", quarantined="disk"))
     assert await store.get_result(task_id(1)) == changed
     assert await store.get_bot("b1") == Bot(bot_id="b1", quarantined="disk")
+    await other.put_bot(Bot(bot_id="b1", quarantined="fan"))
+    assert await store.read_poll("b1", "") == (None, Bot(bot_id="b1", quarantined="fan"))
 
 
 async def test_a_hand_over_rewrites_bot_dimensions_another_connection_changed(
