@@ -22,6 +22,8 @@ import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from protos.internal import session_pb2
 from server.config.model import BotAuthRule, BotGroup, IPNetwork
 from server.errors import PermissionDenied, Unauthenticated
@@ -63,7 +65,9 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     dict, and so is the scheme (RFC 7235).
     """
     value = headers.get("Authorization")
-    if value is None:
+    if value is None and not isinstance(headers, CIMultiDictProxy | CIMultiDict):
+        # aiohttp's headers already match names case-insensitively: only a
+        # plain mapping needs the scan.
         value = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
     if value is None:
         return None
@@ -158,6 +162,12 @@ def _rule_problem(rule: BotAuthRule, address: IPAddress | None, digest: str | No
 def _identity(rule: BotAuthRule, address: IPAddress | None, digest: str | None) -> str:
     if rule.bot_token_sha256 and digest is not None:
         return f"bot-token:{digest[:_IDENTITY_DIGEST_CHARS]}"
+    return _ip_identity(address)
+
+
+@functools.lru_cache(maxsize=16384)
+def _ip_identity(address: IPAddress | None) -> str:
+    """`bot-ip:<address>`, remembered as parse_ip's addresses are: formatting one is not free."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return f"bot-ip:{address}"

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from protos.internal import session_pb2
 from server.auth import botauth
@@ -100,6 +101,17 @@ def test_header_name_and_scheme_are_case_insensitive() -> None:
     assert auth([token_rule(DIGEST)], headers={"authorization": f"bearer  {TOKEN} "}).startswith(
         "bot-token:"
     )
+
+
+def test_aiohttp_headers_find_the_token_whatever_its_spelling() -> None:
+    """aiohttp's case-insensitive headers give the token, or its absence, without a scan."""
+    sent = CIMultiDictProxy(CIMultiDict({"AUTHORIZATION": f"Bearer {TOKEN}"}))
+    assert botauth.bearer_token(sent) == TOKEN
+    assert botauth.bearer_token(CIMultiDictProxy(CIMultiDict({"Host": "x"}))) is None
+    with pytest.raises(BotTokenMissing):
+        botauth.authenticate(
+            [token_rule(DIGEST)], bot_id="bot1", remote_ip="127.0.0.1", headers=CIMultiDict()
+        )
 
 
 def test_wrong_token_is_refused_with_403_without_leaking_it() -> None:
