@@ -137,3 +137,57 @@ async def test_session_from_one_replica_works_on_another(
     answer = await bot.poll()
     assert answer["cmd"] == "sleep", answer
     assert answer["session"] != ""
+
+
+async def replicas_without_recheck(
+    make_server: ServerFactory, config_dir: pathlib.Path
+) -> tuple[ScriptedBot, ScriptedBot, str]:
+    """Two servers on one file, neither re-checking it; a task created through the first.
+
+    Both know the task's queue (the second starts after it was made), and the
+    first keeps the task in its record cache as it created it.
+    """
+    (config_dir / "settings.cfg").write_text('long_poll_secs: 0\nanonymous_role: "admin"\n')
+    a = await make_server()
+    created = await a.post("/api/v1/tasks", json=task_body(wait=True))
+    assert created.status == 200, await created.text()
+    b = await make_server()
+    return ScriptedBot(a, "bot1"), ScriptedBot(b, "bot1"), (await created.json())["task_id"]
+
+
+async def test_a_run_dispatched_by_one_replica_reports_to_another(
+    make_server: ServerFactory, config_dir: pathlib.Path
+) -> None:
+    """Replica A still holds the task as queued when B's bot reports to it: A reads it again."""
+    on_a, on_b, task_id = await replicas_without_recheck(make_server, config_dir)
+    await on_b.handshake()
+    run_id = (await on_b.poll())["manifest"]["task_id"]
+    on_b.client = on_a.client
+    assert await on_b.update(run_id, b"out\n", 0) == {
+        "ok": True,
+        "must_stop": False,
+        "paused": False,
+    }
+    assert (await on_b.update(run_id, exit_code=0, duration=1.0))["ok"] is True
+    result = await (await on_a.client.get(f"/api/v1/tasks/{task_id}")).json()
+    assert result["state"] == "COMPLETED"
+    assert await (await on_a.client.get(f"/api/v1/tasks/{task_id}/log")).read() == b"out\n"
+
+
+async def test_a_cancel_on_one_replica_reaches_updates_to_another(
+    make_server: ServerFactory, config_dir: pathlib.Path
+) -> None:
+    """Replica A holds the run as running, not killing, when B cancels it: A's answer says stop."""
+    bot, on_b, task_id = await replicas_without_recheck(make_server, config_dir)
+    await bot.handshake()
+    run_id = (await bot.poll())["manifest"]["task_id"]
+    await bot.update(run_id, b"mine\n", 0)
+    canceled = await on_b.client.post(
+        f"/api/v1/tasks/{task_id}:cancel", json={"kill_running": True}
+    )
+    assert await canceled.json() == {"canceled": True, "was_running": True}
+    answer = await bot.update(run_id, b"more\n", 5)
+    assert answer["must_stop"] is True
+    await bot.update(run_id, exit_code=-15, duration=2.0)
+    result = await (await on_b.client.get(f"/api/v1/tasks/{task_id}")).json()
+    assert result["state"] == "KILLED"

@@ -49,6 +49,15 @@ def is_current_run(result: TaskResult, bot_id: str, try_number: int) -> bool:
     return result.bot_id == bot_id and result.try_number == try_number
 
 
+def is_running_run(result: TaskResult | None, bot_id: str, try_number: int) -> bool:
+    """True when `result` is running, its current run the bot's run `try_number`."""
+    return (
+        result is not None
+        and result.state is TaskState.RUNNING
+        and is_current_run(result, bot_id, try_number)
+    )
+
+
 def confirmed(
     result: TaskResult, *, bot_id: str, try_number: int, now: float, tolerance_secs: int
 ) -> TaskResult | None:
@@ -56,7 +65,7 @@ def confirmed(
 
     A confirmed run is returned as it is.
     """
-    if result.state is not TaskState.RUNNING or not is_current_run(result, bot_id, try_number):
+    if not is_running_run(result, bot_id, try_number):
         return None
     if result.reserved_until is None:
         return result
@@ -87,7 +96,7 @@ class RunService:
             return {"cmd": "skip", "reason": "no such task"}
 
         def change(r: TaskResult) -> TaskResult | None:
-            if r.state is not TaskState.RUNNING or not is_current_run(r, bot_id, try_number):
+            if not is_running_run(r, bot_id, try_number):
                 return None
             if r.killing and r.reserved_until is not None:
                 return transitions.cancel_unstarted(r, now=now)
@@ -102,11 +111,7 @@ class RunService:
         except TaskNotFound:
             return {"cmd": "skip", "reason": "no such task"}
         await children.stop_children(ctx.store, result, now)
-        if not (
-            result.state is TaskState.RUNNING
-            and is_current_run(result, bot_id, try_number)
-            and result.claim_id == req.claim_id
-        ):
+        if not (is_running_run(result, bot_id, try_number) and result.claim_id == req.claim_id):
             return {"cmd": "skip", "reason": "the task is no longer reserved for this bot"}
         props = request.slices[result.current_slice].properties
         if not dimensions.matches(bot.dimensions, props.dimensions):
@@ -132,7 +137,11 @@ class RunService:
             return _stop("the session belongs to another bot")
         bot_id = sess.bot_id
         task_id, try_number = ids.split_run_id(req.run_id)
-        result = await ctx.store.get_result(task_id)
+        # Every write below is a compare-and-set, which refuses a stale copy:
+        # only a refusal needs the stored record, so only it reads again.
+        result = await ctx.store.peek_result(task_id)
+        if not is_running_run(result, bot_id, try_number):
+            result = await ctx.store.get_result(task_id)
         if result is None or not is_current_run(result, bot_id, try_number):
             return _stop("this run is not the bot's current run")
         if result.state is not TaskState.RUNNING:
@@ -205,7 +214,7 @@ class RunService:
         message = message.split(": {", 1)[0][:500]
 
         def change(r: TaskResult) -> TaskResult | None:
-            if r.state is not TaskState.RUNNING or not is_current_run(r, sess.bot_id, try_number):
+            if not is_running_run(r, sess.bot_id, try_number):
                 return None
             ended = transitions.end_with_error(
                 r, now=now, message=message, client_error=req.client_error

@@ -162,6 +162,16 @@ class Store(Protocol):
         """Returns the result of a task by summary ID."""
         ...
 
+    async def peek_result(self, task_id: str) -> TaskResult | None:
+        """The result as this store last saw it, which another writer may have changed since.
+
+        For a plan that update_result confirms (it refuses a stale version):
+        a backend that keeps records in memory answers from there without
+        asking whether the file changed. Anything decided from it without a
+        compare-and-set (a refusal) must be decided again on get_result.
+        """
+        ...
+
     async def update_result(self, result: TaskResult) -> TaskResult:
         """Compare-and-set: writes `result` if the stored version is `result.version`.
 

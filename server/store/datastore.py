@@ -234,6 +234,10 @@ class DatastoreStore:
         """Returns the result of a task by summary ID."""
         return await self._call(datastore_tasks.get_result, self._client, task_id)
 
+    async def peek_result(self, task_id: str) -> TaskResult | None:
+        """get_result: this store keeps no records in memory."""
+        return await self.get_result(task_id)
+
     async def update_result(self, result: TaskResult) -> TaskResult:
         """Compare-and-set on `version` in a transaction, run again when it collides."""
         return await self._call(datastore_tasks.update_result, self._client, result)

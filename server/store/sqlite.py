@@ -225,6 +225,10 @@ class SqliteStore(PollRecords):
             self._cache.results.put(task_id, result)
         return result
 
+    async def peek_result(self, task_id: str) -> TaskResult | None:
+        """The cached result, not checked against other connections' commits; else get_result."""
+        return self._cache.results.get(task_id) or await self.get_result(task_id)
+
     async def update_result(self, result: TaskResult) -> TaskResult:
         """Compare-and-set on `version` under the write lock, with the derived rows."""
         with self._write() as db:

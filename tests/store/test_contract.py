@@ -47,6 +47,15 @@ async def test_get_unknown_task(store: Store) -> None:
     assert await store.get_result(task_id(9)) is None
 
 
+async def test_peek_result_reads_what_get_result_reads(store: Store) -> None:
+    """Within one store, peek_result gives the stored result, or None for an unknown task."""
+    stored = await add_task(store, 1)
+    assert await store.peek_result(task_id(1)) == stored
+    updated = await store.update_result(dataclasses.replace(stored, name="renamed"))
+    assert await store.peek_result(task_id(1)) == updated
+    assert await store.peek_result(task_id(9)) is None
+
+
 async def test_create_task_deduplicates_request_uuid(store: Store) -> None:
     """A second task with a known request_uuid stores nothing and returns the first."""
     first = await add_task(store, 1, request_uuid="uuid-1")

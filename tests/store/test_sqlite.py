@@ -19,7 +19,7 @@ from server.clock import FakeClock
 from server.errors import Unavailable
 from server.model import Bot, BotQuery
 from server.store import codec, sqlite_bots, sqlite_schema
-from server.store.base import OUTPUT_CHUNK_SIZE
+from server.store.base import OUTPUT_CHUNK_SIZE, StaleWrite
 from server.store.sqlite import SqliteStore
 from tests.store.backends import Closer
 from tests.store.records import add_task, claim, kept_reply, make_task, recorder, take, task_id
@@ -264,6 +264,18 @@ async def test_cached_records_follow_other_connections(open_store: Opener) -> No
     assert await store.get_bot("b1") == Bot(bot_id="b1", quarantined="disk")
     await other.put_bot(Bot(bot_id="b1", quarantined="fan"))
     assert await store.read_poll("b1", "") == (None, Bot(bot_id="b1", quarantined="fan"))
+
+
+async def test_a_peeked_result_may_be_stale_and_its_write_is_refused(open_store: Opener) -> None:
+    """peek_result may give the cached copy another connection replaced; writing it fails."""
+    store, other = await open_store(), await open_store()
+    created = await add_task(store, 1)
+    changed = await other.update_result(dataclasses.replace(created, priority=7))
+    assert await store.peek_result(task_id(1)) == created
+    with pytest.raises(StaleWrite):
+        await store.update_result(dataclasses.replace(created, priority=9))
+    assert await store.get_result(task_id(1)) == changed
+    assert await store.peek_result(task_id(1)) == changed
 
 
 async def test_a_hand_over_rewrites_bot_dimensions_another_connection_changed(
