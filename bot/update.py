@@ -38,7 +38,7 @@ FAILED_VERSION_HOLD = 300.0
 # quarantine is lifted at the next answer that is not this update).
 HOLD_POLL = 15.0
 IS_FINE_TIMEOUT = 120.0
-VERSION_RE = re.compile(r"^[0-9a-f]{40,64}$")
+VERSION_RE = re.compile(r"[0-9a-f]{40,64}")
 
 
 class UpdateError(Exception):
@@ -129,7 +129,7 @@ class Updater:
     def _install(self, version: str) -> str:
         """Downloads, verifies and checks `version`; returns its slot path."""
         ctx = self._ctx
-        if not VERSION_RE.match(version):
+        if not VERSION_RE.fullmatch(version):
             raise UpdateError(f"Refusing to update to {version!r}: not a bot code digest")
         if version == ctx.rt.version:
             raise UpdateError(f"Asked to update to {version}, the version already running")

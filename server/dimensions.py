@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from server.errors import InvalidRequest
 from server.model import BotDimensions, DimensionPairs
 
-KEY_RE = re.compile(r"^[a-zA-Z\-_.][0-9a-zA-Z\-_.]{0,63}$")
+KEY_RE = re.compile(r"[a-zA-Z\-_.][0-9a-zA-Z\-_.]{0,63}")
 MAX_VALUE_LENGTH = 256
 MAX_KEYS = 32
 MAX_VALUES_PER_KEY = 16
@@ -27,7 +27,7 @@ MAX_OR_COMBINATIONS = 8
 
 def is_valid_key(key: str) -> bool:
     """True when `key` is a legal dimension key."""
-    return bool(KEY_RE.match(key))
+    return bool(KEY_RE.fullmatch(key))
 
 
 def value_error(value: str) -> str:

@@ -11,7 +11,7 @@ import re
 import secrets
 
 _EPOCH_2010 = 1262304000.0
-_TASK_ID_RE = re.compile(r"^[0-9a-f]{15,17}$")
+_TASK_ID_RE = re.compile(r"[0-9a-f]{15,17}")
 MAX_TRIES = 15
 
 
@@ -23,7 +23,7 @@ def new_task_id(now: float) -> str:
 
 def is_task_id(value: str) -> bool:
     """True for a well-formed summary or run ID."""
-    return bool(_TASK_ID_RE.match(value))
+    return bool(_TASK_ID_RE.fullmatch(value))
 
 
 def split_run_id(run_id: str) -> tuple[str, int]:

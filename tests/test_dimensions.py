@@ -6,7 +6,14 @@ import hashlib
 
 import pytest
 
-from server.dimensions import MAX_OR_COMBINATIONS, flat_sets, matches, normalize_pairs, queue_key
+from server.dimensions import (
+    MAX_OR_COMBINATIONS,
+    flat_sets,
+    is_valid_key,
+    matches,
+    normalize_pairs,
+    queue_key,
+)
 from server.errors import InvalidRequest
 
 
@@ -63,3 +70,10 @@ def test_a_bot_matches_when_it_has_one_alternative_of_every_pair() -> None:
     assert matches({"os": ["Mac"], "pool": ["p"], "gpu": ["x"]}, requested)
     assert not matches({"os": ["Windows"], "pool": ["p"]}, requested)
     assert not matches({"os": ["Linux"]}, requested)
+
+
+@pytest.mark.parametrize("text", ["os\n", "pool\n"])
+def test_a_key_with_a_trailing_newline_is_not_valid(text: str) -> None:
+    """A key must match the syntax whole ("$" alone would let a final newline in)."""
+    assert is_valid_key(text.strip())
+    assert not is_valid_key(text)

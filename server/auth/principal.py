@@ -25,8 +25,8 @@ SERVICE_ACCOUNT_PREFIX = "service_account:"
 ROLE_PREFIX = "role:"
 # What a user name (an API token's name) may look like: it ends up in
 # identities, ACL entries and logs, so no whitespace and no ':'.
-USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
-_EMAIL_RE = re.compile(r"^[^@\s:]+@[^@\s:]+$")
+USER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+_EMAIL_RE = re.compile(r"[^@\s:]+@[^@\s:]+")
 
 
 def implied(role: str) -> frozenset[str]:
@@ -84,15 +84,15 @@ def acl_entry_error(entry: str) -> str:
     """
     kind, sep, value = entry.partition(":")
     if not sep:
-        return "" if USER_NAME_RE.match(entry) else f"{entry!r} is not a valid user name"
+        return "" if USER_NAME_RE.fullmatch(entry) else f"{entry!r} is not a valid user name"
     if kind + ":" == USER_PREFIX:
-        return "" if USER_NAME_RE.match(value) else f"{value!r} is not a valid user name"
+        return "" if USER_NAME_RE.fullmatch(value) else f"{value!r} is not a valid user name"
     if kind + ":" == ROLE_PREFIX:
         if value in ROLES:
             return ""
         return f"unknown role {value!r}; known: {', '.join(ROLE_ORDER)}"
     if kind + ":" == SERVICE_ACCOUNT_PREFIX:
-        return "" if _EMAIL_RE.match(value) else f"{value!r} is not a service account email"
+        return "" if _EMAIL_RE.fullmatch(value) else f"{value!r} is not a service account email"
     return (
         f"unknown kind {kind!r}; an entry is a user name, user:<name>, role:<role> "
         "or service_account:<email>"

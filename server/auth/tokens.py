@@ -29,7 +29,7 @@ from server.model import ApiToken
 from server.store.base import Store
 
 TOKEN_PREFIX = "drv_"
-_TOKEN_RE = re.compile(r"^drv_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_TOKEN_RE = re.compile(r"drv_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 # `created_by` of tokens made on the server's machine without a token.
 LOCAL = "local"
 # The longest lifetime a token may be given (ten years); 0 means no expiry.
@@ -54,7 +54,7 @@ def mint(
     name: str, role: str, *, now: float, created_by: str, expires_in_secs: int = 0
 ) -> tuple[str, ApiToken]:
     """A new token and the record to store for it. Raises InvalidRequest naming the field."""
-    if not USER_NAME_RE.match(name):
+    if not USER_NAME_RE.fullmatch(name):
         raise InvalidRequest(
             f"name {name!r}: letters, digits and . _ @ + - (at most 128), "
             "starting with a letter or digit"
@@ -90,7 +90,7 @@ class ApiTokenVerifier:
         """ "user:<name>" with the token's role; None for a token that is not "drv_..."."""
         if not token.startswith(TOKEN_PREFIX):
             return None
-        match = _TOKEN_RE.match(token)
+        match = _TOKEN_RE.fullmatch(token)
         if match is None:
             raise InvalidToken("it starts with drv_ but is not an API token as issued")
         record = await self._store.get_api_token(match.group(1))
@@ -132,7 +132,7 @@ class ApiTokenService:
     async def revoke(self, token_id: str) -> ApiToken:
         """Revokes a token (again: no change). Raises TokenNotFound."""
         # The whole token is accepted too, so a leaked one can be revoked as found.
-        match = _TOKEN_RE.match(token_id)
+        match = _TOKEN_RE.fullmatch(token_id)
         revoked = await self._store.revoke_api_token(
             match.group(1) if match else token_id, self._clock.now()
         )

@@ -20,7 +20,10 @@ from server.model import BotDimensions, TaskReport
 from server.scheduler import reports
 from server.scheduler.transitions import RunUpdate
 
-SESSION_ID_RE = re.compile(r"^[a-z0-9\-_/]{1,50}$")
+SESSION_ID_RE = re.compile(r"[a-z0-9\-_/]{1,50}")
+BOT_ID_RE = re.compile(r"[0-9a-zA-Z\-_.]{1,200}")
+# A run ID: a task ID whose last digit (the try number) is not 0.
+RUN_ID_RE = re.compile(r"[0-9a-f]{15,17}")
 EVENT_TYPES = frozenset({"bot_error", "bot_log", "bot_rebooting", "bot_shutdown"})
 
 
@@ -105,7 +108,7 @@ def parse_handshake(body: Mapping[str, Any]) -> HandshakeRequest:
     """Parses a handshake: the bot ID is `dimensions.id[0]`."""
     report = _report(body)
     session_id = _str(body, "session_id")
-    if session_id and not SESSION_ID_RE.match(session_id):
+    if session_id and not SESSION_ID_RE.fullmatch(session_id):
         raise InvalidRequest(f"session_id {session_id!r} must match {SESSION_ID_RE.pattern}")
     return HandshakeRequest(bot_id=_bot_id(body), report=report, session_id=session_id)
 
@@ -239,14 +242,14 @@ def _bot_id(body: Mapping[str, Any]) -> str:
     if not isinstance(ids, list) or len(ids) != 1 or not isinstance(ids[0], str):
         raise InvalidRequest("dimensions.id must hold exactly one bot ID")
     bot_id: str = ids[0]
-    if not re.match(r"^[0-9a-zA-Z\-_.]{1,200}$", bot_id):
+    if not BOT_ID_RE.fullmatch(bot_id):
         raise InvalidRequest(f"dimensions.id {bot_id!r} is not a valid bot ID")
     return bot_id
 
 
 def _run_id(body: Mapping[str, Any]) -> str:
     run_id = _str(body, "task_id")
-    if not re.match(r"^[0-9a-f]{15,17}$", run_id) or run_id.endswith("0"):
+    if not RUN_ID_RE.fullmatch(run_id) or run_id.endswith("0"):
         raise InvalidRequest(f"task_id {run_id!r} is not a run ID")
     return run_id
 

@@ -28,8 +28,8 @@ MAX_TAGS = 256
 MAX_TAG_LENGTH = 1024
 MAX_RETRIES = 5
 BOT_PING_TOLERANCE_RANGE = (60, 3600)
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 def termination(bot: Bot) -> TaskRequest:
@@ -111,7 +111,7 @@ def _validate_properties(props: TaskProperties, where: str) -> TaskProperties:
     if len(props.env) > MAX_ENV_VARS:
         raise InvalidRequest(f"{where}.env: at most {MAX_ENV_VARS} variables are allowed")
     for key in list(props.env) + list(props.env_prefixes):
-        if not _ENV_KEY_RE.match(key):
+        if not _ENV_KEY_RE.fullmatch(key):
             raise InvalidRequest(f"{where}.env: variable name {key!r} is invalid")
     for key, paths in props.env_prefixes.items():
         for path in paths:
@@ -127,7 +127,7 @@ def _validate_properties(props: TaskProperties, where: str) -> TaskProperties:
     if not 0 <= props.grace_period_secs <= MAX_GRACE_PERIOD_SECS:
         raise InvalidRequest(f"{where}.grace_period_secs must be in 0..{MAX_GRACE_PERIOD_SECS}")
     for i, cache in enumerate(props.caches):
-        if not re.match(r"^[a-z0-9_]{1,64}$", cache.name):
+        if not re.fullmatch(r"[a-z0-9_]{1,64}", cache.name):
             raise InvalidRequest(f"{where}.caches[{i}].name {cache.name!r} is invalid")
         _check_relative(cache.path, f"{where}.caches[{i}].path")
     for i, output in enumerate(props.outputs):
@@ -151,7 +151,7 @@ def _validate_tags(tags: list[str]) -> None:
 
 
 def _validate_service_account(account: str) -> None:
-    if account not in ("none", "bot") and not _EMAIL_RE.match(account):
+    if account not in ("none", "bot") and not _EMAIL_RE.fullmatch(account):
         raise InvalidRequest(
             f"service_account {account!r} must be 'none', 'bot' or a service account email"
         )

@@ -72,6 +72,47 @@ async def test_bad_session_id_is_400(make_server: ServerFactory) -> None:
     assert "session_id" in (await resp.json())["error"]
 
 
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"dimensions": {"id": ["bot1\n"]}}, "dimensions.id"),
+        ({"dimensions": {"id": ["bot1"]}, "session_id": "abc/1\n"}, "session_id"),
+    ],
+)
+async def test_a_trailing_newline_is_not_part_of_an_id(
+    make_server: ServerFactory, fields: dict[str, Any], named: str
+) -> None:
+    """IDs must match their syntax whole: "bot1\\n" is no bot ID, and no bot is stored."""
+    client = await make_server()
+    resp = await client.post(f"{BOT_API}/handshake", json=fields)
+    assert resp.status == 400
+    assert named in (await resp.json())["error"]
+    assert (await (await client.get("/api/v1/bots")).json())["items"] == []
+
+
+async def test_a_run_id_with_a_trailing_newline_is_400(make_server: ServerFactory) -> None:
+    """task_update names the run by its exact ID; one with a newline after it is refused."""
+    client = await make_server()
+    bot = ScriptedBot(client)
+    await bot.handshake()
+    await client.post("/api/v1/tasks", json=task_body())
+    run_id = (await bot.poll())["manifest"]["task_id"]
+    resp = await client.post(
+        f"{BOT_API}/task_update",
+        json={
+            "id": "bot1",
+            "task_id": run_id + "\n",
+            "session": bot.session,
+            "exit_code": 0,
+            "duration": 1.0,
+        },
+    )
+    assert resp.status == 400
+    assert "task_id" in (await resp.json())["error"]
+    result = await (await client.get(f"/api/v1/tasks/{run_id}")).json()
+    assert result["state"] == "RUNNING"
+
+
 async def test_bad_task_update_fields_are_400_and_write_nothing(
     make_server: ServerFactory,
 ) -> None:
