@@ -191,3 +191,18 @@ async def test_a_cancel_on_one_replica_reaches_updates_to_another(
     await bot.update(run_id, exit_code=-15, duration=2.0)
     result = await (await on_b.client.get(f"/api/v1/tasks/{task_id}")).json()
     assert result["state"] == "KILLED"
+
+
+async def test_output_to_a_run_another_replica_ended_is_refused(
+    make_server: ServerFactory, config_dir: pathlib.Path
+) -> None:
+    """Replica A holds the run as running after it ended through B: late output is not kept."""
+    on_a, on_b, task_id = await replicas_without_recheck(make_server, config_dir)
+    await on_a.handshake()
+    run_id = (await on_a.poll())["manifest"]["task_id"]
+    await on_a.update(run_id, b"out\n", 0)
+    on_b.session = on_a.session
+    assert (await on_b.update(run_id, exit_code=0, duration=1.0))["ok"] is True
+    answer = await on_a.update(run_id, b"late\n", 4)
+    assert answer["must_stop"] is True, answer
+    assert await (await on_b.client.get(f"/api/v1/tasks/{task_id}/log")).read() == b"out\n"

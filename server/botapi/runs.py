@@ -137,9 +137,12 @@ class RunService:
             return _stop("the session belongs to another bot")
         bot_id = sess.bot_id
         task_id, try_number = ids.split_run_id(req.run_id)
-        # Every write below is a compare-and-set, which refuses a stale copy:
-        # only a refusal needs the stored record, so only it reads again.
-        result = await ctx.store.peek_result(task_id)
+        # The result's writes below are compare-and-sets, which refuse a stale
+        # copy: only a refusal needs the stored record, so only it reads again.
+        # Output and reports are not, and must not land in a run another
+        # replica has ended: an update that carries them reads the stored one.
+        carries_data = bool(req.output or req.report)
+        result = None if carries_data else await ctx.store.peek_result(task_id)
         if not is_running_run(result, bot_id, try_number):
             result = await ctx.store.get_result(task_id)
         if result is None or not is_current_run(result, bot_id, try_number):
