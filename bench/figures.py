@@ -63,14 +63,17 @@ def merge_rounds(rounds: Sequence[Sequence[Json]]) -> list[Json]:
     """Rows of per-rate figures measured in several rounds, merged row by row.
 
     Latency summaries become their median_of_rounds, numbers their median
-    over the rounds; anything else is the first round's.
+    over the rounds; anything else, or a value every round shares (a task
+    count stays an int), is the first round's.
     """
     merged = []
     for rows in zip(*rounds, strict=True):
         row: Json = {}
         for key, first in rows[0].items():
             values = [r.get(key) for r in rows]
-            if isinstance(first, dict) and "count" in first:
+            if all(v == first for v in values):
+                row[key] = first
+            elif isinstance(first, dict) and "count" in first:
                 row[key] = median_of_rounds(values)
             elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
                 row[key] = round(percentile(values, 50), 3)

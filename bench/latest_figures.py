@@ -143,7 +143,7 @@ def _peer_rows(peers: Json) -> list[tuple[str, str, str]]:
     drain = peers["drover"]["drain"]
     rows = [
         (
-            f"Peers run: Drover drain, {drain['tasks']:,} tasks",
+            f"Peers run: Drover drain, {drain['tasks']:,.0f} tasks",
             f"{_f(drain['steady_tasks_per_s'])} tasks/s, "
             f"{_f(drain['server_cpu_ms_per_task'])} ms server CPU per task",
             "",
