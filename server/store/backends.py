@@ -70,9 +70,10 @@ async def open_store(options: StoreOptions, state_dir: pathlib.Path, clock: Cloc
     """Opens the store `options` name; raises StoreUnavailable saying why it cannot.
 
     SQLite's file is in `state_dir`, which must exist.
-    A Datastore store is checked with one lookup, so that missing
-    credentials, a wrong project or a missing database stop the server at
-    start with a message rather than failing every call later.
+    A Datastore store is checked with one transaction (DatastoreStore.check),
+    so that missing credentials, a wrong project, a missing database or no
+    write access stop the server at start with a message rather than
+    failing every call later.
     """
     if options.backend == SQLITE:
         from server.store.sqlite import SqliteStore
@@ -96,7 +97,7 @@ async def open_store(options: StoreOptions, state_dir: pathlib.Path, clock: Cloc
             " for the emulator set $DATASTORE_EMULATOR_HOST)"
         ) from e
     try:
-        await store.get_request("drover-store-check")
+        await store.check()
     except (api_errors.GoogleAPICallError, auth_errors.GoogleAuthError, DroverError) as e:
         await store.close()
         raise StoreUnavailable(f"{options.describe()}: {e}") from e

@@ -16,7 +16,8 @@ Entities (kind: key name; indexed properties; unindexed ones):
   create_task reads and writes it in the transaction that stores the task.
 - TaskResult: task_id; state, order_key, bot_id, tags, priority, and only
   while they apply: queue (while dispatchable), due_ts (while active with a
-  deadline), reusable_hash + completed_ts (while a dedup source); version,
+  deadline), reusable_hash + completed_ts (while a dedup source), failed
+  (COMPLETED with a failure); version,
   expiration_ts, data. `order_key` is the creation time as order-preserving
   hex then the task ID, so one property sorts "by time, then by ID": a
   queue is the (queue, priority, order_key) index, the task listing runs
@@ -33,6 +34,8 @@ Entities (kind: key name; indexed properties; unindexed ones):
   TaskReportKey: "<task_id, %-quoted>/<key>"; -; - (a keyed report was added).
 - SigningKeyring: purpose; -; keys (server/store/datastore_keys.py).
 - ApiToken: token_id; -; data (server/store/datastore_tokens.py).
+- StoreMeta: "failures_indexed"; -; since (the order_key from which every
+  failed result has `failed`: results written before carry none).
 
 No entity has a parent: nothing needs an ancestor query, and one root per
 entity keeps writes to different records independent. Transactions make
@@ -122,6 +125,8 @@ class DatastoreStore:
         self._claims = datastore_tasks.ClaimsInFlight()
         # When list_due last purged expired poll replies (store clock).
         self._replies_purged_ts = 0.0
+        # The order_key from which failures are indexed (task_queries.any_failed).
+        self._failures_since: str | None = None
 
     @classmethod
     async def open(
@@ -141,8 +146,9 @@ class DatastoreStore:
         client library reads the variable and uses anonymous credentials);
         else Application Default Credentials. A `client` passed in is used
         as is (its project and namespace win) and left open by `close`.
-        `clock` only decides when stored poll replies count as expired:
-        pass the server's clock.
+        `clock` decides when stored poll replies count as expired, and the
+        moment the first store records for the failure index: pass the
+        server's clock.
         """
         owns_client = client is None
         if client is None:
@@ -154,6 +160,14 @@ class DatastoreStore:
     def client(self) -> Any:
         """The underlying google.cloud.datastore.Client, for diagnostics and tests."""
         return self._client
+
+    async def check(self) -> None:
+        """One read-write transaction: credentials, project, database and access are all right.
+
+        It reads, or records the first time, since when failed results are
+        indexed (task_queries.failures_indexed_since).
+        """
+        await self._failures_indexed_since()
 
     async def close(self) -> None:
         """Waits for the calls in flight, then closes the client; closing twice is harmless."""
@@ -323,8 +337,17 @@ class DatastoreStore:
         return await self._call(task_queries.count_tasks, self._client, query, cap)
 
     async def any_failed(self, query: TaskQuery) -> bool:
-        """Reads the query's COMPLETED results until one failed (task_queries.any_failed)."""
-        return await self._call(task_queries.any_failed, self._client, query)
+        """One look at the `failed` index, then older results read (task_queries.any_failed)."""
+        since = await self._failures_indexed_since()
+        return await self._call(task_queries.any_failed, self._client, query, since)
+
+    async def _failures_indexed_since(self) -> str:
+        """Since when every failure is indexed: read (or recorded) once per store."""
+        if self._failures_since is None:
+            self._failures_since = await self._call(
+                task_queries.failures_indexed_since, self._client, self._clock.now()
+            )
+        return self._failures_since
 
     async def list_due(self, now: float, limit: int) -> list[TaskResult]:
         """Returns active tasks with a deadline at or before `now`, earliest first."""

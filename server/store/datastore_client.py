@@ -44,6 +44,7 @@ POLL_REPLY = "PollReply"
 QUEUE = "Queue"
 OUTPUT = "Output"
 OUTPUT_CHUNK = "OutputChunk"
+STORE_META = "StoreMeta"
 
 # Runs of a transaction (or an idempotent write) before giving up with
 # Contention. With the backoff below the last run starts 0.15-0.45 s after

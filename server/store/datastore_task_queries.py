@@ -18,7 +18,16 @@ from typing import Any
 from server.model import Page, TaskQuery, TaskResult, TaskState
 from server.store.cursor import decode as decode_cursor
 from server.store.cursor import encode as encode_cursor
-from server.store.datastore_client import TASK_RESULT, load, query, sortable
+from server.store.datastore_client import (
+    STORE_META,
+    TASK_RESULT,
+    key,
+    load,
+    make_entity,
+    query,
+    run_transaction,
+    sortable,
+)
 from server.store.datastore_tasks import order_key
 from server.store.rules import check_limit, page
 
@@ -141,12 +150,50 @@ def count_tasks(client: Any, task_query: TaskQuery, cap: int | None) -> dict[Tas
     }
 
 
-def any_failed(client: Any, task_query: TaskQuery) -> bool:
-    """Whether a COMPLETED result the query matches failed: its COMPLETED ones, read until one."""
+# The StoreMeta entity that records since when failures are indexed.
+FAILURES_INDEXED = "failures_indexed"
+
+
+def failures_indexed_since(client: Any, now: float) -> str:
+    """The order_key from which every failed result is in the `failed` index.
+
+    Results written before a store of this version first opened the
+    database carry no `failed` property (datastore_tasks.result_entity); one
+    created from then on gets it when it completes with a failure. The
+    first store to open records that moment in a StoreMeta entity, and every
+    store after it reads it: the moment never moves.
+    """
+    meta = key(client, STORE_META, FAILURES_INDEXED)
+
+    def work(tx: Any) -> str:
+        found = client.get(meta, transaction=tx)
+        if found is not None:
+            return str(found["since"])
+        entity = make_entity(client, STORE_META, FAILURES_INDEXED, {}, {"since": sortable(now)})
+        tx.put(entity)
+        return str(entity["since"])
+
+    return run_transaction(client, work)
+
+
+def any_failed(client: Any, task_query: TaskQuery, indexed_since: str) -> bool:
+    """Whether a COMPLETED result the query matches failed.
+
+    One keys-only look at the `failed` index (a failed result created since
+    `indexed_since` is always in it), then, for the results created before
+    it, the old way: their COMPLETED entities read until one failed. On a
+    database this version created there are none of those.
+    """
     filters = _filters(task_query, None)
     if filters is None:
         return False
-    completed = _newest_first(client, filters, TaskState.COMPLETED.value, None)
+    failed = [*filters, ("failed", "=", True)]
+    if next(_newest_first(client, failed, None, 1, keys_only=True), None) is not None:
+        return True
+    older = _filters(task_query, indexed_since)
+    if older is None:
+        return False
+    completed = _newest_first(client, older, TaskState.COMPLETED.value, None)
     return any(load(TaskResult, e).failure for e in completed)
 
 

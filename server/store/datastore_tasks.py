@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence, Set
 from typing import Any
 
 from server import errors
-from server.model import TaskRequest, TaskResult
+from server.model import TaskRequest, TaskResult, TaskState
 from server.store import codec, datastore_bots
 from server.store.base import Dispatch
 from server.store.datastore_client import (
@@ -62,7 +62,8 @@ def result_entity(client: Any, result: TaskResult) -> Any:
 
     `queue` exists only while the task is dispatchable, `due_ts` only while
     it has a deadline, `reusable_hash` and `completed_ts` only while it can
-    be a dedup source: an entity without a property is in no index on it.
+    be a dedup source, `failed` only when it completed with a failure: an
+    entity without a property is in no index on it.
     """
     indexed: dict[str, Any] = {
         "state": result.state.value,
@@ -76,6 +77,8 @@ def result_entity(client: Any, result: TaskResult) -> Any:
     due = due_ts(result)
     if due is not None:
         indexed["due_ts"] = float(due)
+    if result.state is TaskState.COMPLETED and result.failure:
+        indexed["failed"] = True
     reusable = reusable_hash(result)
     if reusable is not None and result.completed_ts is not None:
         indexed["reusable_hash"] = reusable

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from server.clock import FakeClock
-from server.model import TaskQuery, TaskResult
+from server.model import TaskQuery, TaskResult, TaskState
 from server.store import datastore_bots, datastore_client, datastore_output, datastore_tasks
 from server.store.base import OUTPUT_CHUNK_SIZE, PollReply
 from server.store.datastore import REPLY_PURGE_SECS, DatastoreStore
@@ -187,3 +187,41 @@ async def test_a_purge_keeps_an_answer_replaced_since_its_query(
     datastore_bots.purge_replies(store.client, NOW)
     assert entity_names(store, datastore_client.POLL_REPLY) == ["bot1"]
     assert datastore_bots.read_poll(store.client, "bot1", "u1", NOW)[0] == fresh.reply
+
+
+def unindex_failure(store: DatastoreStore, n: int) -> None:
+    """Rewrites task `n`'s result entity as a store before the `failed` property wrote it."""
+    entity = store.client.get(datastore_client.key(store.client, "TaskResult", task_id(n)))
+    assert entity.pop("failed") is True
+    store.client.put(entity)
+
+
+async def test_failures_are_indexed_from_the_first_check_on(open_store: Opener) -> None:
+    """A failure since the first check is found by its index; an older one by reading results."""
+    first = await open_store(clock=FakeClock(NOW))
+    await first.check()
+    done = {"state": TaskState.COMPLETED, "queue_key": "", "failure": True}
+    await add_task(first, 1, created_ts=NOW - 10, tags=("old:1",), **done)
+    await add_task(first, 2, created_ts=NOW + 10, tags=("new:1",), **done)
+    await add_task(first, 3, created_ts=NOW + 500, tags=("new:2",), **done)
+    await add_task(first, 4, created_ts=NOW + 20, tags=("new:3",), state=TaskState.RUNNING)
+    names = [
+        e.key.name
+        for e in datastore_client.query(
+            first.client, "TaskResult", ("failed", "=", True), keys_only=True
+        ).fetch()
+    ]
+    assert sorted(names) == [task_id(1), task_id(2), task_id(3)]
+    for n in (1, 3):
+        unindex_failure(first, n)
+    # A later store keeps the first check's moment: results from before it
+    # are read, results since are answered by the index alone.
+    later = await open_store(clock=FakeClock(NOW + 1000))
+    await later.check()
+    for store in (first, later):
+        assert await store.any_failed(TaskQuery(tags=["old:1"]))
+        assert await store.any_failed(TaskQuery(tags=["new:1"]))
+        assert not await store.any_failed(TaskQuery(tags=["new:2"]))
+        assert not await store.any_failed(TaskQuery(tags=["new:3"]))
+        assert not await store.any_failed(TaskQuery(created_after=NOW + 100))
+        assert await store.any_failed(TaskQuery(created_before=NOW))
