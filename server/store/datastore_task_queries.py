@@ -157,11 +157,11 @@ FAILURES_INDEXED = "failures_indexed"
 def failures_indexed_since(client: Any, now: float) -> str:
     """The order_key from which every failed result is in the `failed` index.
 
-    Results written before a store of this version first opened the
-    database carry no `failed` property (datastore_tasks.result_entity); one
-    created from then on gets it when it completes with a failure. The
-    first store to open records that moment in a StoreMeta entity, and every
-    store after it reads it: the moment never moves.
+    Results written before a store of this version first checked the
+    database (DatastoreStore.check, at the server's start) carry no `failed`
+    property (datastore_tasks.result_entity); one created from then on gets
+    it when it completes with a failure. The first check records that moment
+    in a StoreMeta entity, and every later one reads it: it never moves.
     """
     meta = key(client, STORE_META, FAILURES_INDEXED)
 
@@ -169,9 +169,9 @@ def failures_indexed_since(client: Any, now: float) -> str:
         found = client.get(meta, transaction=tx)
         if found is not None:
             return str(found["since"])
-        entity = make_entity(client, STORE_META, FAILURES_INDEXED, {}, {"since": sortable(now)})
-        tx.put(entity)
-        return str(entity["since"])
+        since = sortable(now)
+        tx.put(make_entity(client, STORE_META, FAILURES_INDEXED, {}, {"since": since}))
+        return since
 
     return run_transaction(client, work)
 

@@ -191,7 +191,8 @@ async def test_a_purge_keeps_an_answer_replaced_since_its_query(
 
 def unindex_failure(store: DatastoreStore, n: int) -> None:
     """Rewrites task `n`'s result entity as a store before the `failed` property wrote it."""
-    entity = store.client.get(datastore_client.key(store.client, "TaskResult", task_id(n)))
+    result_key = datastore_client.key(store.client, datastore_client.TASK_RESULT, task_id(n))
+    entity = store.client.get(result_key)
     assert entity.pop("failed") is True
     store.client.put(entity)
 
@@ -208,7 +209,7 @@ async def test_failures_are_indexed_from_the_first_check_on(open_store: Opener) 
     names = [
         e.key.name
         for e in datastore_client.query(
-            first.client, "TaskResult", ("failed", "=", True), keys_only=True
+            first.client, datastore_client.TASK_RESULT, ("failed", "=", True), keys_only=True
         ).fetch()
     ]
     assert sorted(names) == [task_id(1), task_id(2), task_id(3)]
